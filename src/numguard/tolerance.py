@@ -1,0 +1,117 @@
+"""The one tolerance policy of numguard.
+
+A candidate GroupNorm passes an element when its error against the float64 oracle
+is within
+
+    allowed_i = K_TORCH * torch_err[n, g] + floor_i
+
+where ``torch_err[n, g]`` is the worst error of ``nn.GroupNorm`` itself (same dtype,
+same device) against the oracle inside the element's group, and ``floor_i`` is a
+rounding floor that scales with how well-conditioned the element is:
+
+    floor_i = C_STAT * u_acc * (|x_i| + |mean|) * rstd * |w_c|
+            + C_OUT  * u_out * (|y_i| + |b_c|)
+
+The first term is what an fp32 statistics pass may legitimately lose: the mean of a
+group is only known to about ``u_acc * |mean|``, and the kernel multiplies that by
+``rstd``. On a constant group of 1001.3 with eps 1e-5 this allows about 0.15, since
+one ulp of the mean (6e-5) times rstd (316) is already 2e-2; a correct fp32 kernel
+really does differ from nn.GroupNorm by about 1e-2 there. The second term is the
+rounding of the output itself in the output dtype (and of the affine step).
+
+The ratio form follows FlashAttention's test gate (error <= 2x the error of the
+plain framework implementation + a rounding floor); the floor makes it safe when
+nn.GroupNorm happens to be exact.
+
+Every constant below was measured by ``benchmarks/calibrate_tolerance.py`` with
+PyTorch 2.13.0 on the CPU; the numbers are quoted beside each constant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Measured by benchmarks/calibrate_tolerance.py (65 cases: 5 shapes, fp32/fp16/bf16,
+# mean offsets 0..1e4 at std 1), worst error/allowed ratio with the constants below:
+#   correct kernels   torch-compile 0.37, chunked Welford 0.50, two-pass fp32 0.20,
+#                     float64-cast-back 0.17           (all must stay below 1)
+#   faulty kernels    one-pass variance 2.96 at mean 10, 25 at mean 100;
+#                     Bessel variance 2.6 at mean 1e4, 1.3e4 at mean 0;
+#                     channels_last CPU path 34 at mean 10, 7e5 at mean 1e3
+# so the correct kernels keep a margin of 2x and every fault is caught by 3x or more.
+
+# Candidate error may be up to twice nn.GroupNorm's own error in the same group:
+# FlashAttention's factor, so a kernel must be about as good as PyTorch's.
+K_TORCH = 2.0
+
+# Multiplier of the statistics term, in units of u_acc * (|x| + |mean|) * rstd * |w|.
+# With 8 the chunked Welford kernel reached 0.82 at mean 10; 16 brings it to 0.50
+# while one-pass variance at mean 10 still fails by 2.96x.
+C_STAT = 16.0
+
+# Multiplier of the output-rounding term, in units of u_out * (|y| + |b|): two ulps
+# of the output (half an ulp per rounding, and the normalise and affine steps add
+# up to three more roundings in fp32). At mean 0, where this term dominates, the
+# worst correct kernel (chunked Welford) reaches 0.43.
+C_OUT = 4.0
+
+_UNIT_ROUNDOFF = {
+    torch.float64: 2.0**-53,
+    torch.float32: 2.0**-24,
+    torch.float16: 2.0**-11,
+    torch.bfloat16: 2.0**-8,
+}
+
+
+@dataclass(frozen=True)
+class DtypeTolerance:
+    """Unit roundoffs that apply to one input/output dtype."""
+
+    u_acc: float  # accumulation precision a correct kernel uses for the statistics
+    u_out: float  # rounding of the output dtype
+
+
+def dtype_tolerance(dtype: torch.dtype) -> DtypeTolerance:
+    """Look up the roundoffs for ``dtype``; half types accumulate in fp32."""
+    if dtype not in _UNIT_ROUNDOFF:
+        supported = ", ".join(str(d) for d in _UNIT_ROUNDOFF)
+        raise ValueError(f"dtype {dtype} has no tolerance entry; supported: {supported}")
+    u_acc = _UNIT_ROUNDOFF[torch.float64 if dtype == torch.float64 else torch.float32]
+    return DtypeTolerance(u_acc=u_acc, u_out=_UNIT_ROUNDOFF[dtype])
+
+
+def rounding_floor(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Per-element rounding floor (float64, shape of ``x``); see the module doc.
+
+    ``x`` and ``y`` are float64 CPU tensors (input values and oracle output),
+    ``mean`` and ``rstd`` the oracle's (N, G) statistics.
+    """
+    tol = dtype_tolerance(dtype)
+    N, C = x.shape[:2]
+    G = mean.shape[1]
+    per_channel = (1, C) + (1,) * (x.dim() - 2)
+    xg = x.reshape(N, G, -1).abs()
+    conditioning = ((xg + mean.abs().unsqueeze(-1)) * rstd.unsqueeze(-1)).reshape(
+        x.shape
+    )
+    w = _abs_param(weight, C, 1.0).reshape(per_channel)
+    b = _abs_param(bias, C, 0.0).reshape(per_channel)
+    stat_term = C_STAT * tol.u_acc * conditioning * w
+    out_term = C_OUT * tol.u_out * (y.abs() + b)
+    return stat_term + out_term
+
+
+def _abs_param(p: torch.Tensor | None, C: int, default: float) -> torch.Tensor:
+    if p is None:
+        return torch.full((C,), default, dtype=torch.float64)
+    return p.detach().to("cpu", torch.float64).abs()
