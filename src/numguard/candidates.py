@@ -53,6 +53,9 @@ class Candidate:
     unavailable_reason: str = ""
     note: str = ""  # e.g. what ``auto`` picked and why
 
+    def __repr__(self) -> str:
+        return f"Candidate({self.spec!r})"
+
     @property
     def available(self) -> bool:
         return self.factory is not None

@@ -99,20 +99,40 @@ def build_module(factory, case: Case, device: str, weight, bias) -> nn.Module:
 
 
 def run_case(candidate, case: Case, device: str = "cpu") -> Comparison:
-    """Run ``candidate`` (a ``numguard.candidates.Candidate``) on ``case``."""
+    """Run ``candidate`` (a ``numguard.candidates.Candidate``) on ``case``.
+
+    nn.GroupNorm runs first on the same input. Where it rejects the input with an
+    exception, the candidate must reject it too; a candidate that raises where
+    nn.GroupNorm does not is a failure.
+    """
     x, w, b = case.make_inputs()
     result = Comparison(case=case, impl=candidate.spec)
-    try:
-        module = build_module(candidate.build, case, device, w, b)
-        with torch.no_grad():
-            out = module(apply_layout(x.to(device), case.layout))
-    except Exception as exc:  # a candidate may fail any way; report, never crash
+    torch_out, torch_exc = _call(nn.GroupNorm, case, device, w, b, x.to(device))
+    xin = apply_layout(x.to(device), case.layout)
+    out, exc = _call(candidate.build, case, device, w, b, xin)
+    if torch_exc is not None and exc is not None:
+        result.notes.append(f"both rejected the input; nn.GroupNorm said: {torch_exc}")
+        return result
+    if exc is not None:
         result.problem = f"raised {type(exc).__name__}: {exc}"
         return result
-    reference = build_module(nn.GroupNorm, case, device, w, b)
-    with torch.no_grad():
-        torch_out = reference(x.to(device))
+    if torch_exc is not None:
+        result.problem = (
+            f"returned a result where nn.GroupNorm raises "
+            f"{type(torch_exc).__name__}: {torch_exc}"
+        )
+        return result
     return judge(out, torch_out, x, w, b, case, result)
+
+
+def _call(factory, case: Case, device: str, w, b, x):
+    """Build and run one module; return (output, None) or (None, exception)."""
+    try:
+        module = build_module(factory, case, device, w, b)
+        with torch.no_grad():
+            return module(x), None
+    except Exception as exc:  # a candidate may fail any way; report, never crash
+        return None, exc
 
 
 def judge(out, torch_out, x, w, b, case: Case, result: Comparison) -> Comparison:

@@ -115,3 +115,34 @@ def _abs_param(p: torch.Tensor | None, C: int, default: float) -> torch.Tensor:
     if p is None:
         return torch.full((C,), default, dtype=torch.float64)
     return p.detach().to("cpu", torch.float64).abs()
+
+
+# Golden decode thresholds, keyed by (arch, dtype): (minimum PSNR dB, minimum SSIM).
+# PSNR is on the unclamped decode in image scale (0..1), so data_range is 1.
+#
+# cpu/float32, measured on the synthetic Z-Image-Turbo VAE at 256x256, seed 0,
+# PyTorch 2.13.0 (benchmarks/golden_sensitivity.py):
+#   correct alternatives vs the reference decode: channels_last GroupNorm 124.5 dB,
+#   channels_last model 124.5 dB, float64 GroupNorm 128.1 dB, torch.compile
+#   GroupNorm 128.0 dB, one thread instead of two 133.9 dB;
+#   one GroupNorm output scaled by 1.001: 83.1 dB (up_blocks.2 norm2) to 106.2 dB
+#   (the mid-block attention norm).
+# 115 dB sits 9.5 dB under the lowest correct decode and 8.8 dB over the least
+# visible fault. SSIM reads 1.0000000 for every correct decode and 0.9999996 or
+# more for the faults, so it is a sanity bound only: 0.9999 still fails a decode
+# that is visibly wrong.
+GOLDEN_THRESHOLDS = {
+    ("cpu", "float32"): (115.0, 0.9999),
+}
+
+
+def golden_thresholds(arch: str, dtype: str) -> tuple[float, float]:
+    """(min PSNR dB, min SSIM) for a golden decode; no entry is an error, not a pass."""
+    try:
+        return GOLDEN_THRESHOLDS[(arch, dtype)]
+    except KeyError:
+        known = ", ".join(f"{a}/{d}" for a, d in GOLDEN_THRESHOLDS)
+        raise KeyError(
+            f"no golden thresholds for arch {arch!r} and dtype {dtype!r} (known: "
+            f"{known}); measure them and add an entry to numguard/tolerance.py"
+        ) from None

@@ -1,0 +1,243 @@
+"""numguard's command line: verify, check, update-golden.
+
+Exit codes (also in the README):
+  0  every check passed
+  1  a check failed
+  2  usage error (bad arguments, unknown candidate, missing file)
+  3  the candidate or device is unavailable on this machine
+  4  internal error (the checks could not be collected or run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+
+log = logging.getLogger("numguard")
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+                        format="numguard: %(levelname)s: %(message)s")
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        print(f"numguard {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="numguard", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    verify = sub.add_parser("verify", help="run the check tiers against a candidate")
+    _candidate_args(verify)
+    verify.add_argument("--tier", choices=("gate", "full"), default="gate",
+                        help="gate: pre-merge (default); full: everything")
+    verify.add_argument("--report", default="report", help="report folder (default: report)")
+    verify.add_argument("--golden-dir", default=None, help="golden store (default: golden_images/)")
+    verify.set_defaults(run=cmd_verify)
+
+    check = sub.add_parser("check", help="run one case, e.g. the replay line of a failure")
+    _candidate_args(check)
+    check.add_argument("--case", required=True, help="case spec as printed by a failure")
+    check.set_defaults(run=cmd_check)
+
+    upd = sub.add_parser("update-golden", help="write golden decodes with the torch baseline")
+    upd.add_argument("--device", default="cpu")
+    upd.add_argument("--resolution", type=int, default=256)
+    upd.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    upd.add_argument("--seed", type=int, default=0)
+    upd.add_argument("--golden-dir", default=None)
+    upd.add_argument("--force", action="store_true", help="replace an existing golden")
+    upd.set_defaults(run=cmd_update_golden)
+    return parser
+
+
+def _candidate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--impl", required=True,
+                   help="torch | aiter | torch-compile | torch-channels-last | auto | "
+                        "package.module:Attr | path/to/file.py:Attr")
+    p.add_argument("--device", default="cpu", help="torch device; ROCm GPUs are 'cuda'")
+
+
+def _resolve(spec: str, device: str):
+    """Resolve candidate and device, or raise UsageError / return the unavailability."""
+    from numguard.candidates import CandidateError, resolve
+    from numguard.device import DeviceUnavailable, check_device
+
+    try:
+        candidate = resolve(spec)
+        check_device(device)
+    except (CandidateError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except DeviceUnavailable as exc:
+        return candidate, str(exc)
+    return candidate, candidate.unavailable_reason
+
+
+def cmd_verify(args) -> int:
+    from numguard.report import Summary
+
+    candidate, unavailable = _resolve(args.impl, args.device)
+    summary = _new_summary(candidate, args)
+    report_dir = Path(args.report)
+    if unavailable:
+        summary.status, summary.reason = "unavailable", unavailable
+        _finish(summary, report_dir)
+        print(f"numguard verify: candidate {args.impl!r} is unavailable: {unavailable}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    tests = _tests_dir()
+    results, code = _run_pytest(args, tests, report_dir)
+    summary.fill(results)
+    summary.artifacts["junit"] = "junit.xml"
+    if code not in (0, 1) and summary.status != "failed":
+        summary.status = "error"
+    _finish(summary, report_dir)
+    return {"passed": EXIT_PASSED, "failed": EXIT_FAILED}.get(summary.status, EXIT_INTERNAL)
+
+
+def _new_summary(candidate, args):
+    import torch
+
+    from numguard.device import device_arch, device_name
+    from numguard.golden import versions
+    from numguard.report import Summary
+
+    try:
+        arch, name = device_arch(args.device), device_name(args.device)
+    except Exception as exc:  # device unavailable: still write a summary
+        arch, name = "unknown", str(exc)
+    return Summary(
+        status="error", candidate=candidate.spec, description=candidate.description,
+        device=args.device, arch=arch, device_name=name, tier=args.tier,
+        versions={**versions(), "python": sys.version.split()[0],
+                  "hip": torch.version.hip, "cuda": torch.version.cuda},
+        note=candidate.note,
+    )
+
+
+def _tests_dir() -> Path:
+    root = Path(__file__).resolve().parents[2]
+    tests = root / "tests"
+    if not (tests / "property").is_dir():
+        raise UsageError(
+            f"verify runs the checks in tests/property and tests/golden of a numguard "
+            f"checkout, and none was found at {tests}; install numguard from a clone "
+            f"with 'pip install -e .'"
+        )
+    return tests
+
+
+def _run_pytest(args, tests: Path, report_dir: Path):
+    import pytest
+
+    from numguard.report import ResultCollector
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    collector = ResultCollector()
+    argv = [
+        str(tests / "property"), str(tests / "golden"),
+        f"--rootdir={tests.parent}", "-p", "no:cacheprovider", "-q", "--no-header",
+        f"--impl={args.impl}", f"--device={args.device}", f"--tier={args.tier}",
+        f"--junitxml={report_dir / 'junit.xml'}", "-o", "junit_family=xunit1",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+    ]
+    if args.golden_dir:
+        argv.append(f"--golden-dir={args.golden_dir}")
+    print(f"numguard verify: running the {args.tier} tier against {args.impl} on "
+          f"{args.device} ...", flush=True)
+    code = pytest.main(argv, plugins=[collector])
+    return list(collector.results.values()), int(code)
+
+
+def _finish(summary, report_dir: Path) -> None:
+    from numguard.report import table_rows, write_summary
+
+    write_summary(summary, report_dir)
+    width = max(len(k) for k, _ in table_rows(summary))
+    print()
+    print("numguard verify summary")
+    for key, value in table_rows(summary):
+        print(f"  {key:<{width}}  {value}")
+    if summary.reason:
+        print(f"  {'reason':<{width}}  {summary.reason}")
+    if summary.note:
+        print(f"  {'note':<{width}}  {summary.note}")
+    for check in summary.checks:
+        if check["outcome"] in ("failed", "error"):
+            first = check["message"].strip().splitlines()
+            print(f"  FAILED {check['id']}")
+            for line in first[:8]:
+                print(f"      {line}")
+    print(f"  report: {report_dir / 'summary.md'}, {report_dir / 'summary.json'}"
+          + (f", {report_dir / 'junit.xml'}" if "junit" in summary.artifacts else ""))
+
+
+def cmd_check(args) -> int:
+    from numguard.cases import Case
+    from numguard.compare import run_case
+
+    candidate, unavailable = _resolve(args.impl, args.device)
+    if unavailable:
+        print(f"numguard check: candidate {args.impl!r} is unavailable: {unavailable}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        case = Case.parse(args.case)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    result = run_case(candidate, case, args.device)
+    if result.passed:
+        print(f"passed: error ratio {result.error_ratio:.3g} (<= 1 passes), "
+              f"max abs error {result.max_abs:.3g}; {case.spec()}")
+        return EXIT_PASSED
+    print(result.message())
+    return EXIT_FAILED
+
+
+def cmd_update_golden(args) -> int:
+    from numguard.candidates import resolve
+    from numguard.device import DeviceUnavailable, device_arch, device_name
+    from numguard.golden import (GoldenCase, GoldenError, decode_with,
+                                 default_golden_root, versions, write_golden)
+
+    try:
+        arch = device_arch(args.device)
+    except DeviceUnavailable as exc:
+        print(f"numguard update-golden: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    case = GoldenCase(resolution=args.resolution, dtype=args.dtype, seed=args.seed)
+    root = Path(args.golden_dir) if args.golden_dir else default_golden_root()
+    # goldens always come from the torch baseline, never from a candidate
+    image, sha, swapped = decode_with(resolve("torch"), case, args.device)
+    meta = {
+        **versions(), "device": args.device, "device_name": device_name(args.device),
+        "weights": "synthetic", "weights_sha256": sha, "groupnorm": "torch.nn.GroupNorm",
+        "made_by": f"numguard update-golden --device {args.device} --resolution "
+                   f"{args.resolution} --dtype {args.dtype} --seed {args.seed}",
+    }
+    try:
+        path = write_golden(root, case, arch, image, meta, force=args.force)
+    except GoldenError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {path} ({case.name}, arch {arch}, {swapped} GroupNorms, weights {sha[:16]})")
+    return EXIT_PASSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

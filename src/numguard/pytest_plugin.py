@@ -1,0 +1,116 @@
+"""pytest plugin: ``--impl``, ``--device``, ``--tier`` and the fixtures the checks use.
+
+The root ``conftest.py`` loads it, so ``pytest tests/property --impl aiter`` works as
+well as ``numguard verify``. An unavailable candidate or device skips every check
+that needs it, with the reason, so nothing passes silently.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from numguard.candidates import CandidateError, resolve
+from numguard.device import DeviceUnavailable, check_device
+from numguard.golden import default_golden_root
+
+TIERS = ("gate", "full")
+# Which hypothesis profile each tier loads unless --hypothesis-profile is given.
+TIER_PROFILE = {"gate": "gate", "full": "nightly"}
+
+_COMMON = dict(
+    deadline=None,  # GPU cold starts and torch.compile take seconds per new shape
+    print_blob=True,
+    # worst_ratio deliberately accumulates across a property's examples
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+# gate: pre-merge, derandomised so the same commit always sees the same examples
+settings.register_profile("gate", max_examples=50, derandomize=True, database=None, **_COMMON)
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None, **_COMMON)
+settings.register_profile("nightly", max_examples=1000, **_COMMON)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("numguard")
+    group.addoption("--impl", default="torch", help="candidate GroupNorm spec (default: torch)")
+    group.addoption("--device", default="cpu", help="torch device (ROCm GPUs are 'cuda')")
+    group.addoption("--tier", default="gate", choices=TIERS, help="check tier (default: gate)")
+    group.addoption("--golden-dir", default=None, help="golden image store (default: golden_images/)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "full: runs only in the full tier")
+    if config.getoption("hypothesis_profile", None) is None:
+        settings.load_profile(TIER_PROFILE[config.getoption("tier")])
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("tier") == "full":
+        return
+    kept = [item for item in items if item.get_closest_marker("full") is None]
+    dropped = [item for item in items if item.get_closest_marker("full") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def impl_spec(request) -> str:
+    return request.config.getoption("impl")
+
+
+@pytest.fixture(scope="session")
+def candidate(impl_spec):
+    try:
+        cand = resolve(impl_spec)
+    except CandidateError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not cand.available:
+        pytest.skip(f"candidate {impl_spec!r} unavailable: {cand.unavailable_reason}")
+    return cand
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    name = request.config.getoption("device")
+    try:
+        check_device(name)
+    except DeviceUnavailable as exc:
+        pytest.skip(str(exc))
+    return name
+
+
+@pytest.fixture(scope="session")
+def golden_root(request):
+    from pathlib import Path
+
+    given = request.config.getoption("golden_dir")
+    return Path(given) if given else default_golden_root()
+
+
+@pytest.fixture
+def worst_ratio(record_property):
+    """Call with each Comparison; the worst error ratio is recorded as a property."""
+    seen = []
+
+    def track(comparison):
+        seen.append(comparison.error_ratio)
+        return comparison
+
+    yield track
+    if seen:
+        record_property("error_ratio", max(seen))
+
+
+def assert_passed(result) -> None:
+    """Raise AssertionError carrying ``result.message()`` unless the result passed.
+
+    An AssertionError (not ``pytest.fail``) so hypothesis shrinks the failure.
+    """
+    __tracebackhide__ = True
+    if not result.passed:
+        raise AssertionError(result.message())

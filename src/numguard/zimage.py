@@ -1,0 +1,134 @@
+"""The Z-Image-Turbo VAE: its architecture, deterministic synthetic weights, decode.
+
+Z-Image-Turbo's VAE is diffusers' ``AutoencoderKL`` with the FLUX.1 configuration.
+Real weights are loaded only from a local folder or an offline Hugging Face cache;
+without them the embedded default is the same architecture with synthetic weights
+made by ``synthetic_state_dict``, which depends on nothing but integer arithmetic
+(a SplitMix64 stream per tensor), so it does not change between library versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+SCALING_FACTOR = 0.3611
+SHIFT_FACTOR = 0.1159
+LATENT_CHANNELS = 16
+DOWNSCALE = 8
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=LATENT_CHANNELS,
+    block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    act_fn="silu",
+    sample_size=1024,
+    scaling_factor=SCALING_FACTOR,
+    shift_factor=SHIFT_FACTOR,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+    mid_block_add_attention=True,
+    force_upcast=True,
+)
+
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def splitmix_uniform(key: str, seed: int, n: int) -> np.ndarray:
+    """``n`` float64 values uniform in [-1, 1) from SplitMix64, keyed by name and seed."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    state = np.uint64(int.from_bytes(digest[:8], "little"))
+    with np.errstate(over="ignore"):
+        z = state + _GOLDEN_GAMMA * np.arange(1, n + 1, dtype=np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
+
+
+def synthetic_value_scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(centre, half-width) of the uniform draw for parameter ``name``.
+
+    Norm scales are 1 +- 0.25 and norm shifts +- 0.25, so every GroupNorm has a
+    non-trivial per-channel affine; conv and linear weights follow PyTorch's default
+    bound 1/sqrt(fan_in); the decoder's last conv is damped so images land mostly
+    inside [-1, 1].
+    """
+    is_norm = "norm" in name.split(".")[-2] if "." in name else False
+    if is_norm:
+        return (1.0, 0.25) if name.endswith("weight") else (0.0, 0.25)
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else None
+    if fan_in is None:  # conv/linear bias: fan_in unknown here, keep it small
+        return 0.0, 0.02
+    bound = 1.0 / np.sqrt(fan_in)
+    if name.startswith("decoder.conv_out"):
+        bound *= 0.5
+    return 0.0, bound
+
+
+def synthetic_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic float32 weights for every entry of ``model.state_dict()``."""
+    out = {}
+    for name, ref in model.state_dict().items():
+        centre, half = synthetic_value_scale(name, tuple(ref.shape))
+        values = centre + half * splitmix_uniform(name, seed, ref.numel())
+        out[name] = torch.from_numpy(values.astype(np.float32)).reshape(ref.shape)
+    return out
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, shapes and float32 bytes, in key order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_vae(seed: int = 0):
+    """The Z-Image-Turbo VAE architecture with synthetic weights, float32, CPU, eval.
+
+    Returns ``(vae, weights_sha256)``.
+    """
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(**VAE_CONFIG)
+    state = synthetic_state_dict(vae, seed)
+    vae.load_state_dict(state)
+    return vae.eval(), state_dict_sha256(state)
+
+
+def seeded_latents(resolution: int, seed: int) -> torch.Tensor:
+    """(1, 16, H/8, W/8) float32 standard-normal latents drawn on the CPU."""
+    if resolution % DOWNSCALE:
+        raise ValueError(f"resolution {resolution} must be a multiple of {DOWNSCALE}")
+    side = resolution // DOWNSCALE
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(1, LATENT_CHANNELS, side, side, generator=gen)
+
+
+def decode(vae, latents: torch.Tensor, device: str, dtype: torch.dtype) -> np.ndarray:
+    """Decode as the Z-Image pipeline does; return an HxWx3 float32 image in [0, 1] scale.
+
+    The pipeline's own scaling is applied (latents / scaling + shift). The image is
+    ``sample / 2 + 0.5`` without clamping, so the comparison sees every difference;
+    the PNG for people is clamped and rounded separately.
+    """
+    z = latents / SCALING_FACTOR + SHIFT_FACTOR
+    with torch.no_grad():
+        sample = vae.decode(z.to(device=device, dtype=dtype)).sample
+    image = sample[0].permute(1, 2, 0).to("cpu", torch.float32) / 2 + 0.5
+    return image.numpy()
