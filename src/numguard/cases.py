@@ -17,6 +17,7 @@ import torch
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LAYOUTS = ("contiguous", "channels_last", "strided")
 
+_SPEC_FIELDS = ("shape", "groups", "dtype", "eps", "affine", "layout", "dist", "seed")
 _DIST_RE = re.compile(r"^(?P<kind>[a-z_]+)\((?P<args>[^)]*)\)$")
 _DIST_ARGS = {
     "normal": ("mean", "std"),
@@ -115,23 +116,28 @@ class Case:
 
     @classmethod
     def parse(cls, text: str) -> "Case":
-        fields = dict(part.split("=", 1) for part in _split_spec(text))
-        try:
-            return cls(
-                shape=tuple(int(s) for s in fields.pop("shape").split("x")),
-                groups=int(fields.pop("groups")),
-                dtype=fields.pop("dtype", "float32"),
-                eps=float(fields.pop("eps", 1e-5)),
-                affine=bool(int(fields.pop("affine", 1))),
-                layout=fields.pop("layout", "contiguous"),
-                dist=Distribution.parse(fields.pop("dist", "normal(mean=0,std=1)")),
-                seed=int(fields.pop("seed", 0)),
-            )
-        except KeyError as missing:
-            raise ValueError(f"case {text!r} lacks the field {missing}") from None
-        finally:
-            if fields:
-                raise ValueError(f"case {text!r} has unknown fields {sorted(fields)}")
+        """Read a line written by ``spec()``; missing optional fields take defaults."""
+        parts = _split_spec(text)
+        bare = [p for p in parts if "=" not in p]
+        if bare:
+            raise ValueError(f"case {text!r}: {bare} are not key=value fields")
+        fields = dict(part.split("=", 1) for part in parts)
+        unknown = sorted(set(fields) - set(_SPEC_FIELDS))
+        if unknown:
+            raise ValueError(f"case {text!r} has unknown fields {unknown}")
+        missing = [f for f in ("shape", "groups") if f not in fields]
+        if missing:
+            raise ValueError(f"case {text!r} lacks the field(s) {missing}")
+        return cls(
+            shape=tuple(int(s) for s in fields["shape"].split("x")),
+            groups=int(fields["groups"]),
+            dtype=fields.get("dtype", "float32"),
+            eps=float(fields.get("eps", 1e-5)),
+            affine=bool(int(fields.get("affine", 1))),
+            layout=fields.get("layout", "contiguous"),
+            dist=Distribution.parse(fields.get("dist", "normal(mean=0,std=1)")),
+            seed=int(fields.get("seed", 0)),
+        )
 
     def make_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Return (x, weight, bias) on the CPU in the case's dtype, contiguous."""

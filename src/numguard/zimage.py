@@ -46,15 +46,19 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
+def splitmix64(state: int, n: int) -> np.ndarray:
+    """The first ``n`` outputs of Vigna's SplitMix64 generator seeded with ``state``."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(state) + _GOLDEN_GAMMA * np.arange(1, n + 1, dtype=np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
+
+
 def splitmix_uniform(key: str, seed: int, n: int) -> np.ndarray:
     """``n`` float64 values uniform in [-1, 1) from SplitMix64, keyed by name and seed."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    state = np.uint64(int.from_bytes(digest[:8], "little"))
-    with np.errstate(over="ignore"):
-        z = state + _GOLDEN_GAMMA * np.arange(1, n + 1, dtype=np.uint64)
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        z = z ^ (z >> np.uint64(31))
+    z = splitmix64(int.from_bytes(digest[:8], "little"), n)
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
 
 

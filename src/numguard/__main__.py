@@ -1,0 +1,5 @@
+import sys
+
+from numguard.cli import main
+
+sys.exit(main())
