@@ -56,6 +56,9 @@ class Candidate:
     def __repr__(self) -> str:
         return f"Candidate({self.spec!r})"
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # hypothesis' failure printout
+        printer.text(repr(self))
+
     @property
     def available(self) -> bool:
         return self.factory is not None

@@ -17,7 +17,10 @@ import torch
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LAYOUTS = ("contiguous", "channels_last", "strided")
 
-_SPEC_FIELDS = ("shape", "groups", "dtype", "eps", "affine", "layout", "dist", "seed")
+_SPEC_FIELDS = (
+    "shape", "groups", "dtype", "eps", "affine", "layout", "dist", "seed", "params",
+    "autocast",
+)
 _DIST_RE = re.compile(r"^(?P<kind>[a-z_]+)\((?P<args>[^)]*)\)$")
 _DIST_ARGS = {
     "normal": ("mean", "std"),
@@ -85,14 +88,24 @@ class Case:
     layout: str = "contiguous"
     dist: Distribution = normal()
     seed: int = 0
+    # dtype of weight and bias when it differs from the input's ("" = the same)
+    params: str = ""
+    # run under torch.autocast with this dtype ("" = no autocast)
+    autocast: str = ""
 
     def __post_init__(self) -> None:
         if len(self.shape) < 2:
             raise ValueError(f"shape must be [N, C, *], got {self.shape}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not one of {sorted(DTYPES)}")
+        for name in ("dtype", "params", "autocast"):
+            value = getattr(self, name)
+            if value not in DTYPES and not (value == "" and name != "dtype"):
+                raise ValueError(f"{name} {value!r} is not one of {sorted(DTYPES)}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout {self.layout!r} is not one of {LAYOUTS}")
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return DTYPES[self.params or self.dtype]
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -112,6 +125,8 @@ class Case:
             f"shape={shape} groups={self.groups} dtype={self.dtype} "
             f"eps={_fmt(self.eps)} affine={int(self.affine)} layout={self.layout} "
             f"dist={self.dist} seed={self.seed}"
+            + (f" params={self.params}" if self.params else "")
+            + (f" autocast={self.autocast}" if self.autocast else "")
         )
 
     @classmethod
@@ -137,6 +152,8 @@ class Case:
             layout=fields.get("layout", "contiguous"),
             dist=Distribution.parse(fields.get("dist", "normal(mean=0,std=1)")),
             seed=int(fields.get("seed", 0)),
+            params=fields.get("params", ""),
+            autocast=fields.get("autocast", ""),
         )
 
     def make_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -149,7 +166,7 @@ class Case:
         C = self.channels
         w = 1.0 + 0.5 * torch.randn(C, generator=pgen, dtype=torch.float64)
         b = 0.5 * torch.randn(C, generator=pgen, dtype=torch.float64)
-        return x, w.to(self.torch_dtype), b.to(self.torch_dtype)
+        return x, w.to(self.param_dtype), b.to(self.param_dtype)
 
 
 def apply_layout(x: torch.Tensor, layout: str) -> torch.Tensor:

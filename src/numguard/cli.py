@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--case", required=True, help="case spec as printed by a failure")
     check.set_defaults(run=cmd_check)
 
+    st = sub.add_parser("selftest", help="prove the property tiers catch faulty kernels")
+    st.add_argument("--tier", choices=("gate", "full"), default="gate")
+    st.add_argument("--seeds", type=int, default=10,
+                    help="hypothesis seeds each correct kernel must pass (default: 10)")
+    st.add_argument("--workers", type=int, default=2, help="kernels run in parallel")
+    st.add_argument("--kernel", action="append", default=None,
+                    help="only this kernel (repeatable); default: the whole catalogue")
+    st.add_argument("--no-compile", action="store_true",
+                    help="leave torch-compile out of the correct kernels (it compiles slowly)")
+    st.set_defaults(run=cmd_selftest)
+
     upd = sub.add_parser("update-golden", help="write golden decodes with the torch baseline")
     upd.add_argument("--device", default="cpu")
     upd.add_argument("--resolution", type=int, default=256)
@@ -103,6 +114,8 @@ def cmd_verify(args) -> int:
     results, code = _run_pytest(args, tests, report_dir)
     summary.fill(results)
     summary.artifacts["junit"] = "junit.xml"
+    if (report_dir / "failures.txt").is_file():
+        summary.artifacts["failures"] = "failures.txt"
     if code not in (0, 1) and summary.status != "failed":
         summary.status = "error"
     _finish(summary, report_dir)
@@ -147,12 +160,14 @@ def _run_pytest(args, tests: Path, report_dir: Path):
     from numguard.report import ResultCollector
 
     report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "failures.txt").unlink(missing_ok=True)  # this run's failures only
     collector = ResultCollector()
     argv = [
         str(tests / "property"), str(tests / "golden"),
         f"--rootdir={tests.parent}", "-p", "no:cacheprovider", "-q", "--no-header",
         f"--impl={args.impl}", f"--device={args.device}", f"--tier={args.tier}",
         f"--junitxml={report_dir / 'junit.xml'}", "-o", "junit_family=xunit1",
+        f"--failures-file={report_dir / 'failures.txt'}",
         "-W", "ignore::pytest.PytestAssertRewriteWarning",
     ]
     if args.golden_dir:
@@ -206,6 +221,18 @@ def cmd_check(args) -> int:
         return EXIT_PASSED
     print(result.message())
     return EXIT_FAILED
+
+
+def cmd_selftest(args) -> int:
+    from numguard.selftest import render_table, selftest
+
+    extra = () if args.no_compile else ("torch-compile",)
+    print(f"numguard selftest: {args.tier} tier, {args.seeds} seeds per correct kernel, "
+          f"{args.workers} workers ...", flush=True)
+    verdicts = selftest(_tests_dir(), args.tier, args.seeds, args.workers,
+                        args.kernel, extra_correct=extra)
+    print(render_table(verdicts, args.tier))
+    return EXIT_PASSED if all(v.ok for v in verdicts) else EXIT_FAILED
 
 
 def cmd_update_golden(args) -> int:

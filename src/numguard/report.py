@@ -20,7 +20,7 @@ STATUSES = ("passed", "failed", "unavailable", "error")
 @dataclass
 class CheckResult:
     id: str
-    outcome: str  # passed | failed | skipped | error
+    outcome: str  # passed | failed | skipped | reported | error
     duration_s: float = 0.0
     message: str = ""
     metrics: dict = field(default_factory=dict)
@@ -39,7 +39,11 @@ class ResultCollector:
         result.metrics.update(dict(report.user_properties))
         if result.outcome != "passed":
             return
-        if report.skipped:
+        if report.skipped and hasattr(report, "wasxfail"):
+            # a stress-domain finding in a tier that reports rather than fails
+            result.outcome = "reported"
+            result.message = report.wasxfail + "\n" + _crash_text(report)
+        elif report.skipped:
             result.outcome, result.message = "skipped", _message(report)
         elif report.failed:
             result.outcome = "failed" if report.when == "call" else "error"
@@ -50,6 +54,11 @@ class ResultCollector:
             self.results[report.nodeid or "collection"] = CheckResult(
                 id=report.nodeid or "collection", outcome="error", message=_message(report)
             )
+
+
+def _crash_text(report) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return crash.message if crash is not None else ""
 
 
 def _message(report) -> str:
@@ -84,7 +93,7 @@ class Summary:
     def fill(self, results: list[CheckResult]) -> None:
         self.checks = [asdict(r) for r in results]
         self.counts = {k: sum(r.outcome == k for r in results)
-                       for k in ("passed", "failed", "skipped", "error")}
+                       for k in ("passed", "failed", "skipped", "reported", "error")}
         ratios = [r.metrics["error_ratio"] for r in results if "error_ratio" in r.metrics]
         self.worst_error_ratio = max(ratios) if ratios else None
         self.golden = [
@@ -142,7 +151,8 @@ def table_rows(summary: Summary) -> list[tuple[str, str]]:
         ("device", f"{summary.device} ({summary.device_name}), arch {summary.arch}"),
         ("tier", summary.tier),
         ("checks", f"{c.get('passed', 0)} passed, {c.get('failed', 0)} failed, "
-                   f"{c.get('skipped', 0)} skipped, {c.get('error', 0)} errors"),
+                   f"{c.get('skipped', 0)} skipped, {c.get('reported', 0)} stress findings "
+                   f"reported, {c.get('error', 0)} errors"),
         ("worst error ratio", f"{fmt_ratio(summary.worst_error_ratio)} (<= 1 passes)"),
         ("golden PSNR / SSIM", fmt_psnr(summary.golden)),
         ("status", summary.status.upper()),
@@ -160,6 +170,11 @@ def render_markdown(summary: Summary) -> str:
     if failed:
         lines += ["", "## Failed checks", ""]
         for c in failed:
+            lines += [f"### `{c['id']}`", "", "```", c["message"].strip(), "```", ""]
+    reported = [c for c in summary.checks if c["outcome"] == "reported"]
+    if reported:
+        lines += ["", "## Stress-domain findings (reported, not gating in this tier)", ""]
+        for c in reported:
             lines += [f"### `{c['id']}`", "", "```", c["message"].strip(), "```", ""]
     skipped = [c for c in summary.checks if c["outcome"] == "skipped"]
     if skipped:

@@ -5,8 +5,9 @@ is within
 
     allowed_i = K_TORCH * torch_err[n, g] + floor_i
 
-where ``torch_err[n, g]`` is the worst error of ``nn.GroupNorm`` itself (same dtype,
-same device) against the oracle inside the element's group, and ``floor_i`` is a
+where ``torch_err[n, g]`` is the worst error of ``nn.GroupNorm`` itself in the same
+situation (dtype, device, memory layout, parameter dtype, autocast) against the
+oracle inside the element's group, and ``floor_i`` is a
 rounding floor that scales with how well-conditioned the element is:
 
     floor_i = C_STAT * u_acc * (|x_i| + |mean|) * rstd * |w_c|

@@ -66,13 +66,19 @@ def test_faulty_candidates_fail(verify_runs, name):
     assert "Replay: numguard check --impl" in (report / "summary.md").read_text()
 
 
-def test_channels_last_report_names_the_large_mean_case(verify_runs):
+def test_channels_last_report_names_the_large_mean_cases(verify_runs):
     _, out, report = verify_runs["channels-last"]
     md = (report / "summary.md").read_text()
-    assert "test_pinned_case[large-mean-1e4]" in md
-    assert "dist=normal(mean=10000,std=1)" in md
-    failed = {c["id"] for c in summary(report)["checks"] if c["outcome"] == "failed"}
-    assert "tests/property/test_accuracy.py::test_pinned_case[large-mean-1e4]" in failed
+    checks = {c["id"]: c["outcome"] for c in summary(report)["checks"]}
+    pinned = "tests/property/test_accuracy.py::test_pinned_case"
+    # mean/std 30 is inside the realistic domain: it fails the gate
+    assert checks[f"{pinned}[large-mean-30]"] == "failed"
+    assert "dist=normal(mean=30,std=1)" in md
+    # mean/std 1e4 is a stress case: reported in the gate tier, with its figures
+    assert checks[f"{pinned}[large-mean-1e4]"] == "reported"
+    assert "Stress-domain findings" in md and "dist=normal(mean=10000,std=1)" in md
+    replays = (report / "failures.txt").read_text()
+    assert "numguard check --impl torch-channels-last --case 'shape=2x128x64x64" in replays
 
 
 def test_unavailable_aiter_exits_with_its_code_and_reason(verify_runs):
