@@ -1,10 +1,13 @@
 """The Z-Image-Turbo VAE: its architecture, deterministic synthetic weights, decode.
 
 Z-Image-Turbo's VAE is diffusers' ``AutoencoderKL`` with the FLUX.1 configuration.
-Real weights are loaded only from a local folder or an offline Hugging Face cache;
-without them the embedded default is the same architecture with synthetic weights
-made by ``synthetic_state_dict``, which depends on nothing but integer arithmetic
-(a SplitMix64 stream per tensor), so it does not change between library versions.
+Real weights are loaded only from a local folder or an offline Hugging Face cache
+(``numguard.weights``); without them the embedded default is the same architecture
+with synthetic weights made by ``synthetic_state_dict``, which depends on nothing
+but integer arithmetic (a SplitMix64 stream per tensor), so it does not change
+between library versions. Their hash is recorded in ``SYNTHETIC_WEIGHTS_SHA256``
+and checked on every build: weights that regenerate differently stop the golden
+comparison with ``SyntheticWeightsChanged`` instead of showing up as a PSNR drop.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ VAE_CONFIG = dict(
     mid_block_add_attention=True,
     force_upcast=True,
 )
+
+# sha256 (``state_dict_sha256``) of the synthetic weights per weights seed, as
+# generated with diffusers 0.42.1; every committed golden was made with these.
+SYNTHETIC_WEIGHTS_SHA256 = {
+    0: "22acddf32d568879d865a5c5641434858c512d172c253835613c192f88b2c42c",
+}
+
+
+class SyntheticWeightsChanged(RuntimeError):
+    """The synthetic weights regenerated to a hash other than the recorded one."""
+
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -105,14 +119,40 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 def build_vae(seed: int = 0):
     """The Z-Image-Turbo VAE architecture with synthetic weights, float32, CPU, eval.
 
-    Returns ``(vae, weights_sha256)``.
+    Returns ``(vae, weights_sha256)``; raises SyntheticWeightsChanged when the
+    weights do not hash to the value recorded for ``seed``.
     """
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL(**VAE_CONFIG)
     state = synthetic_state_dict(vae, seed)
+    sha = state_dict_sha256(state)
+    check_synthetic_sha256(seed, sha)
     vae.load_state_dict(state)
-    return vae.eval(), state_dict_sha256(state)
+    return vae.eval(), sha
+
+
+def check_synthetic_sha256(seed: int, sha: str) -> None:
+    """Raise SyntheticWeightsChanged unless ``sha`` is the recorded hash of ``seed``."""
+    import diffusers
+
+    recorded = SYNTHETIC_WEIGHTS_SHA256.get(seed)
+    if recorded is None:
+        raise SyntheticWeightsChanged(
+            f"no hash is recorded for synthetic weights seed {seed} (recorded: "
+            f"{sorted(SYNTHETIC_WEIGHTS_SHA256)}); add it to SYNTHETIC_WEIGHTS_SHA256 "
+            f"in numguard/zimage.py before making goldens with it"
+        )
+    if sha != recorded:
+        raise SyntheticWeightsChanged(
+            f"the synthetic Z-Image-Turbo weights (seed {seed}) regenerated to sha256 "
+            f"{sha[:16]}..., but {recorded[:16]}... is recorded in numguard/zimage.py "
+            f"and in the goldens' manifests. The generator or the parameter layout of "
+            f"diffusers {diffusers.__version__}'s AutoencoderKL changed, so a golden "
+            f"comparison would measure the new weights, not the GroupNorm kernel; it "
+            f"stops here. If the change is intended, record the new hash and "
+            f"regenerate every golden with 'numguard update-golden --force'."
+        )
 
 
 def seeded_latents(resolution: int, seed: int) -> torch.Tensor:
@@ -122,6 +162,40 @@ def seeded_latents(resolution: int, seed: int) -> torch.Tensor:
     side = resolution // DOWNSCALE
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(1, LATENT_CHANNELS, side, side, generator=gen)
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def prepare_vae(vae, device: str, dtype: torch.dtype):
+    """Move ``vae`` to ``device`` and ``dtype`` for decoding; return it and how convs run.
+
+    On the CPU, half-precision convolutions are impractically slow: on an AVX2 CPU
+    (no AVX512-BF16/FP16) PyTorch 2.13.0 spends 96% of a bf16 decode in
+    ``aten::_slow_conv2d_forward``, 35 s at 32x32 and 103 s at 64x64 against 1.6 s
+    in fp32. There every ``Conv2d`` computes in float32 on the half-precision
+    values and rounds its output to ``dtype``, which is what a GPU's half-precision
+    convolution does (fp32 accumulation, rounded output); everything else, the
+    GroupNorm under test included, runs natively in ``dtype``. Against the fp32
+    decode at 64x64 this stand-in reads 55.35 dB (bf16) and 73.52 dB (fp16) where
+    the native CPU decode reads 55.28 and 73.60 dB.
+
+    Returns ``(vae, convolutions)`` with ``convolutions`` either ``"native"`` or a
+    description of the stand-in; goldens record it.
+    """
+    vae = torch.nn.Module.to(vae, device=device, dtype=dtype)  # diffusers' to() warns
+    if torch.device(device).type != "cpu" or dtype not in HALF_DTYPES:
+        return vae, "native"
+    for module in vae.modules():
+        if type(module) is torch.nn.Conv2d:
+            _float32_convolution(module, dtype)
+    return vae, f"float32 accumulation rounded to {str(dtype).removeprefix('torch.')}"
+
+
+def _float32_convolution(conv: torch.nn.Conv2d, dtype: torch.dtype) -> None:
+    conv.float()  # half values are exact in float32
+    conv.register_forward_pre_hook(lambda module, args: (args[0].float(),))
+    conv.register_forward_hook(lambda module, args, out: out.to(dtype))
 
 
 def decode(vae, latents: torch.Tensor, device: str, dtype: torch.dtype) -> np.ndarray:
