@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"numguard {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception:  # a crash is no verdict: exit 1 stays reserved for failed checks
+        log.exception("numguard %s stopped on an internal error", args.command)
+        return EXIT_INTERNAL
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="gate: pre-merge (default); full: everything")
     verify.add_argument("--report", default="report", help="report folder (default: report)")
     verify.add_argument("--golden-dir", default=None, help="golden store (default: golden_images/)")
+    verify.add_argument("--weights", default=None,
+                        help="folder holding the real Z-Image-Turbo vae/ (default: the "
+                             "Hugging Face cache, offline; else real-weight cases skip)")
     verify.set_defaults(run=cmd_verify)
 
     check = sub.add_parser("check", help="run one case, e.g. the replay line of a failure")
@@ -67,12 +73,75 @@ def _parser() -> argparse.ArgumentParser:
 
     upd = sub.add_parser("update-golden", help="write golden decodes with the torch baseline")
     upd.add_argument("--device", default="cpu")
+    upd.add_argument("--model", default="zimage-synthetic",
+                     choices=("zimage-synthetic", "zimage-turbo-vae", "zimage-turbo-pipeline"))
+    upd.add_argument("--weights", default=None,
+                     help="real Z-Image-Turbo weights folder (for the real-weight models)")
     upd.add_argument("--resolution", type=int, default=256)
     upd.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     upd.add_argument("--seed", type=int, default=0)
     upd.add_argument("--golden-dir", default=None)
     upd.add_argument("--force", action="store_true", help="replace an existing golden")
     upd.set_defaults(run=cmd_update_golden)
+
+    cal = sub.add_parser("calibrate", help="measure the golden noise floor and detection "
+                                           "limit, and propose thresholds")
+    cal.add_argument("--device", default="cpu")
+    cal.add_argument("--model", default="zimage-synthetic",
+                     choices=("zimage-synthetic", "zimage-turbo-vae"))
+    cal.add_argument("--weights", default=None, help="real weights (zimage-turbo-vae)")
+    cal.add_argument("--dtype", action="append", choices=("float32", "bfloat16", "float16"),
+                     help="repeatable (default: all three)")
+    cal.add_argument("--resolution", type=int, default=256)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--margin", type=float, default=6.0,
+                     help="dB between the live floor and its threshold (default: 6)")
+    cal.add_argument("--golden-margin", type=float, default=10.0,
+                     help="dB between the golden floor and its threshold (default: 10)")
+    cal.add_argument("--fault", type=float, default=None,
+                     help="scale error of the injected faults (default: 1e-3; 1e-2 in "
+                          "bf16, where 1e-3 rounds away)")
+    cal.add_argument("--layers", type=int, default=None,
+                     help="inject faults into the first N decoder GroupNorms only "
+                          "(default: all 30)")
+    cal.add_argument("--no-compile", action="store_true",
+                     help="leave torch-compile out of the correct kernels")
+    cal.add_argument("--json", default=None, help="also write the measurements here")
+    cal.set_defaults(run=cmd_calibrate)
+
+    bundle = sub.add_parser("bundle", help="save a candidate's outputs on fixed cases")
+    _candidate_args(bundle)
+    bundle.add_argument("--out", required=True, help="bundle folder to write")
+    bundle.add_argument("--resolution", type=int, default=256,
+                        help="decoder GroupNorm shapes at this image size (default: 256)")
+    bundle.add_argument("--decode-resolution", type=int, default=256,
+                        help="image size of the synthetic-VAE decode (default: 256)")
+    bundle.add_argument("--force", action="store_true", help="replace an existing bundle")
+    bundle.set_defaults(run=cmd_bundle)
+
+    cmp = sub.add_parser("compare", help="compare two bundles case by case")
+    cmp.add_argument("bundle_a", help="bundle folder A")
+    cmp.add_argument("bundle_b", help="bundle folder B")
+    cmp.add_argument("--report", default="report", help="report folder (default: report)")
+    cmp.add_argument("--psnr-min", type=float, default=None,
+                     help="image threshold in place of the golden thresholds' (with --ssim-min)")
+    cmp.add_argument("--ssim-min", type=float, default=None)
+    cmp.set_defaults(run=cmd_compare)
+
+    bench = sub.add_parser("bench", help="time the candidate on the decoder's GroupNorms")
+    _candidate_args(bench)
+    bench.add_argument("--resolution", type=int, default=256,
+                       help="image size whose decoder shapes are timed (default: 256)")
+    bench.add_argument("--dtype", default="float32",
+                       choices=("float32", "float16", "bfloat16"))
+    bench.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: 2)")
+    bench.add_argument("--min-run-time", type=float, default=1.0,
+                       help="seconds of timed calls per figure (default: 1)")
+    bench.add_argument("--no-decode", action="store_true", help="skip the VAE decode timing")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads for the run (default: torch's default)")
+    bench.add_argument("--report", default="report", help="report folder (default: report)")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 
@@ -114,6 +183,8 @@ def cmd_verify(args) -> int:
     results, code = _run_pytest(args, tests, report_dir)
     summary.fill(results)
     summary.artifacts["junit"] = "junit.xml"
+    if (report_dir / "golden" / "index.html").is_file():
+        summary.artifacts["golden_report"] = "golden/index.html"
     if (report_dir / "failures.txt").is_file():
         summary.artifacts["failures"] = "failures.txt"
     if code not in (0, 1) and summary.status != "failed":
@@ -172,6 +243,9 @@ def _run_pytest(args, tests: Path, report_dir: Path):
     ]
     if args.golden_dir:
         argv.append(f"--golden-dir={args.golden_dir}")
+    if args.weights:
+        argv.append(f"--weights={args.weights}")
+    argv.append(f"--golden-report={report_dir / 'golden'}")
     print(f"numguard verify: running the {args.tier} tier against {args.impl} on "
           f"{args.device} ...", flush=True)
     code = pytest.main(argv, plugins=[collector])
@@ -179,9 +253,11 @@ def _run_pytest(args, tests: Path, report_dir: Path):
 
 
 def _finish(summary, report_dir: Path) -> None:
+    from numguard.ci import append_step_summary
     from numguard.report import table_rows, write_summary
 
     write_summary(summary, report_dir)
+    append_step_summary((report_dir / "summary.md").read_text())
     width = max(len(k) for k, _ in table_rows(summary))
     print()
     print("numguard verify summary")
@@ -236,33 +312,101 @@ def cmd_selftest(args) -> int:
 
 
 def cmd_update_golden(args) -> int:
-    from numguard.candidates import resolve
-    from numguard.device import DeviceUnavailable, device_arch, device_name
-    from numguard.golden import (GoldenCase, GoldenError, decode_with,
-                                 default_golden_root, versions, write_golden)
+    from numguard.device import DeviceUnavailable, device_arch
+    from numguard.golden import GoldenCase, GoldenError, default_golden_root, make_golden
+    from numguard.weights import WeightsError, find_weights
 
     try:
         arch = device_arch(args.device)
+        case = GoldenCase(args.resolution, args.dtype, args.seed, args.model)
+        weights = None if case.model == "zimage-synthetic" else find_weights(args.weights)[0]
     except DeviceUnavailable as exc:
         print(f"numguard update-golden: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except ValueError as exc:
+    except (ValueError, WeightsError) as exc:
         raise UsageError(str(exc)) from None
-    case = GoldenCase(resolution=args.resolution, dtype=args.dtype, seed=args.seed)
+    if case.model != "zimage-synthetic" and weights is None:
+        raise UsageError(f"{case.model} needs the real weights: pass --weights PATH")
     root = Path(args.golden_dir) if args.golden_dir else default_golden_root()
     # goldens always come from the torch baseline, never from a candidate
-    image, sha, swapped = decode_with(resolve("torch"), case, args.device)
-    meta = {
-        **versions(), "device": args.device, "device_name": device_name(args.device),
-        "weights": "synthetic", "weights_sha256": sha, "groupnorm": "torch.nn.GroupNorm",
-        "made_by": f"numguard update-golden --device {args.device} --resolution "
-                   f"{args.resolution} --dtype {args.dtype} --seed {args.seed}",
-    }
     try:
-        path = write_golden(root, case, arch, image, meta, force=args.force)
+        path = make_golden(root, case, args.device, case.update_command(args.device),
+                           weights, force=args.force)
     except GoldenError as exc:
         raise UsageError(str(exc)) from None
-    print(f"wrote {path} ({case.name}, arch {arch}, {swapped} GroupNorms, weights {sha[:16]})")
+    print(f"wrote {path} ({case.id}, arch {arch})")
+    return EXIT_PASSED
+
+
+def cmd_calibrate(args) -> int:
+    from numguard.calibrate import run_cli
+    from numguard.device import DeviceUnavailable, check_device
+    from numguard.weights import WeightsError
+
+    try:
+        check_device(args.device)
+        return run_cli(args)
+    except DeviceUnavailable as exc:
+        print(f"numguard calibrate: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except (ValueError, WeightsError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_bundle(args) -> int:
+    from numguard.bundle import BundleError, make_bundle, render_bundle
+
+    candidate, unavailable = _resolve(args.impl, args.device)
+    if unavailable:
+        print(f"numguard bundle: candidate {args.impl!r} is unavailable: {unavailable}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        manifest = make_bundle(candidate, args.device, Path(args.out), args.resolution,
+                               args.decode_resolution, force=args.force)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
+    print(render_bundle(manifest, Path(args.out)))
+    return EXIT_PASSED
+
+
+def cmd_compare(args) -> int:
+    from numguard.bundle import (BundleError, compare_bundles, render_markdown,
+                                 render_text, write_compare_report)
+    from numguard.ci import append_step_summary
+
+    try:
+        result = compare_bundles(Path(args.bundle_a), Path(args.bundle_b),
+                                 args.psnr_min, args.ssim_min)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
+    print(render_text(result))
+    paths = write_compare_report(result, Path(args.report))
+    append_step_summary(render_markdown(result))
+    print(f"  report: {', '.join(str(p) for p in paths.values())}")
+    return EXIT_PASSED if result.clean else EXIT_FAILED
+
+
+def cmd_bench(args) -> int:
+    from numguard.bench import BenchError, render_table, run_bench, write_bench
+    from numguard.ci import append_step_summary
+
+    candidate, unavailable = _resolve(args.impl, args.device)
+    if unavailable:
+        print(f"numguard bench: candidate {args.impl!r} is unavailable: {unavailable}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        result = run_bench(candidate, args.device, args.resolution, args.dtype,
+                           args.warmup, args.min_run_time, decode=not args.no_decode,
+                           threads=args.threads)
+    except BenchError as exc:
+        raise UsageError(str(exc)) from None
+    table = render_table(result)
+    print(table)
+    paths = write_bench(result, Path(args.report))
+    append_step_summary(table)
+    print(f"saved: {', '.join(str(p) for p in paths.values())}")
     return EXIT_PASSED
 
 

@@ -54,6 +54,19 @@ def pytest_addoption(parser):
         "--failures-file", default=None,
         help="append the replay line of every failed case to this file",
     )
+    group.addoption(
+        "--update-golden", action="store_true",
+        help="rewrite missing or failing goldens from the torch baseline (--impl torch only)",
+    )
+    group.addoption(
+        "--weights", default=None,
+        help="folder holding the real Z-Image-Turbo vae/ (default: the Hugging Face cache, "
+             "offline; without either the real-weight cases skip)",
+    )
+    group.addoption(
+        "--golden-report", default=None,
+        help="folder for the golden cases' HTML pages (default: pytest's temp folder)",
+    )
 
 
 def pytest_configure(config):
@@ -163,3 +176,40 @@ def assert_passed(result) -> None:
     __tracebackhide__ = True
     if not result.passed:
         raise AssertionError(result.message())
+
+
+@pytest.fixture(scope="session")
+def update_golden(request, impl_spec) -> bool:
+    """--update-golden; refuses (stops the run) for any candidate but the baseline."""
+    if not request.config.getoption("update_golden"):
+        return False
+    if impl_spec != "torch":
+        pytest.exit(
+            f"--update-golden writes goldens from the torch baseline only, and this run "
+            f"has --impl {impl_spec}; rerun it with --impl torch",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    return True
+
+
+@pytest.fixture(scope="session")
+def real_weights(request):
+    """``(WeightsSource, "")`` or ``(None, why the real-weight cases skip)``."""
+    from numguard.weights import WeightsError, find_weights
+
+    try:
+        return find_weights(request.config.getoption("weights"))
+    except WeightsError as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def golden_report(request, tmp_path_factory):
+    """Folder of the golden cases' HTML pages, cleared of an earlier run's."""
+    from pathlib import Path
+
+    from numguard.golden_report import prepare_folder
+
+    given = request.config.getoption("golden_report")
+    return prepare_folder(Path(given) if given else
+                          tmp_path_factory.getbasetemp() / "golden-report")
