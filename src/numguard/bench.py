@@ -175,7 +175,8 @@ def _run_bench(candidate, device, resolution, dtype, warmup, min_run_time,
                 timings.append(_time_groupnorm(factory, case, device, warmup,
                                                min_run_time))
             result.shapes.append(ShapeTiming(case.shape, calls, *timings))
-            log.info("%s: %s", _shape(case.shape), result.shapes[-1])
+            log.info("%s: nn.GroupNorm %s ms, %s %s ms", _shape(case.shape),
+                     timings[0], candidate.spec, timings[1])
         if decode:
             _time_decodes(candidate, result, progress)
     return result

@@ -191,7 +191,6 @@ def make_bundle(candidate, device: str, out: Path, resolution: int = 256,
     bundle to replace with ``force``. The manifest is written last, so a folder
     without one is an interrupted bundle.
     """
-    from numguard.device import device_arch, device_name
     from numguard.golden import GoldenCase
 
     cases = bundle_cases(resolution)
@@ -199,23 +198,10 @@ def make_bundle(candidate, device: str, out: Path, resolution: int = 256,
     decode_case = GoldenCase(decode_resolution, DECODE_DTYPE, DECODE_SEED)
     out = Path(out)
     _prepare_folder(out, force)
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": (f"numguard bundle --impl {candidate.spec} --device {device} "
-                    f"--out {out} --resolution {resolution} "
-                    f"--decode-resolution {decode_resolution}"),
-        "candidate": {"spec": candidate.spec, "description": candidate.description,
-                      "note": candidate.note},
-        "device": device,
-        "arch": device_arch(device),
-        "device_name": device_name(device),
-        "versions": environment_versions(),
-        "resolution": resolution,
-        "seeds": {bc.name: bc.case.seed for bc in cases},
-        "cases": {},
-    }
+    manifest = _header(candidate, device, out, resolution, decode_resolution)
+    manifest["seeds"] = {bc.name: bc.case.seed for bc in cases}
     manifest["seeds"][decode_case.name] = decode_case.seed
+    manifest["cases"] = {}
     with Progress(len(cases) + 1, "bundle") as progress:
         for bc in cases:
             progress.step(bc.name)
@@ -228,6 +214,27 @@ def make_bundle(candidate, device: str, out: Path, resolution: int = 256,
     _atomic_write_text(out / MANIFEST, json.dumps(_finite(manifest), indent=2) + "\n")
     log.info("wrote bundle %s (%d cases)", out, len(manifest["cases"]))
     return manifest
+
+
+def _header(candidate, device: str, out: Path, resolution: int,
+            decode_resolution: int) -> dict:
+    """The manifest's account of who made the bundle, where, and how."""
+    from numguard.device import device_arch, device_name
+
+    return {
+        "format": BUNDLE_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": (f"numguard bundle --impl {candidate.spec} --device {device} "
+                    f"--out {out} --resolution {resolution} "
+                    f"--decode-resolution {decode_resolution}"),
+        "candidate": {"spec": candidate.spec, "description": candidate.description,
+                      "note": candidate.note},
+        "device": device,
+        "arch": device_arch(device),
+        "device_name": device_name(device),
+        "versions": environment_versions(),
+        "resolution": resolution,
+    }
 
 
 def _prepare_folder(out: Path, force: bool) -> None:

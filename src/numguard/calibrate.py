@@ -7,8 +7,9 @@ VAE with ``nn.GroupNorm`` (the reference) and then
   (PyTorch's channels-last kernel, Inductor's kernel, float64 and two-pass
   kernels); *environment* alternatives change what a golden made elsewhere would
   differ by (a second run of the reference; the whole model channels_last, so
-  other convolution kernels; one thread instead of the default). The lowest PSNR of the kernel alternatives is
-  the live comparison's floor, the lowest of all is the golden comparison's floor;
+  other convolution kernels; one thread instead of the default). The lowest PSNR
+  of the kernel alternatives is the live comparison's floor, the lowest of all
+  is the golden comparison's floor;
 - with faults: one decoder GroupNorm's output scaled by ``1 + fault``, for each of
   the 30 in turn. The highest PSNR among them is the least visible fault.
 
@@ -16,10 +17,10 @@ The live threshold sits ``margin_db`` (6 dB, a factor 2 in RMS difference) under
 its floor; the golden threshold sits ``golden_margin_db`` (10 dB, a factor 3.2)
 under its own, because a golden made on another machine of the same arch, or with
 another torch or diffusers, differs by more than one machine can measure. For SSIM
-1 - SSIM grows by the same factor, and is never tighter than 1e-4 below 1. In fp32
-both must fail every fault at 1e-3; calibrate reports it when they do not. The detection
-limit is the smallest scale error on the least visible layer that each threshold
-catches, found by stepping through ``SWEEP``.
+1 - SSIM grows by the same factor, and is never tighter than 1e-4 below 1. In
+fp32 both must fail every fault at 1e-3; calibrate reports it when they do not.
+The detection limit is the smallest scale error on the least visible layer that
+each threshold catches, found by stepping through ``SWEEP``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class Proposal:
     ssim: float
     floor: Measured
     catches_all_faults: bool
-    detection_limit: float | None  # smallest caught scale error on the least visible layer
+    # the smallest scale error on the least visible layer that the threshold catches
+    detection_limit: float | None
 
 
 @dataclass
@@ -96,7 +98,7 @@ class Calibration:
 
     @property
     def ok(self) -> bool:
-        """In fp32 both thresholds must fail every fault; in half types it is reported."""
+        """In fp32 both thresholds must fail every fault; half types only report it."""
         return self.dtype != "float32" or (self.live.catches_all_faults
                                            and self.golden.catches_all_faults)
 
@@ -133,7 +135,8 @@ class _Decoder:
         with _threads(threads):
             image = self.run(vae)
         m = image_metrics(self.reference, image)
-        result = Measured(label, m.psnr_db, m.ssim, m.max_abs, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        result = Measured(label, m.psnr_db, m.ssim, m.max_abs, seconds)
         log.info("%-55s PSNR %7.2f dB  SSIM %.7f  (%.1f s)", label, result.psnr_db,
                  result.ssim, result.seconds)
         return result
@@ -209,7 +212,9 @@ def _faults(decoder: _Decoder, fault: float, layers: int | None) -> list[Measure
 
 
 def _propose(floor: Measured, faults: list[Measured], margin_db: float) -> Proposal:
-    psnr = math.floor(floor.psnr_db - margin_db) if math.isfinite(floor.psnr_db) else 150.0
+    psnr = 150.0  # identical alternatives: no floor measured, demand near-identity
+    if math.isfinite(floor.psnr_db):
+        psnr = math.floor(floor.psnr_db - margin_db)
     gap = max((1.0 - floor.ssim) * 10 ** (margin_db / 10), SSIM_GAP_MIN)
     ssim = float(f"{1.0 - gap:.6g}")
     caught = all(f.psnr_db < psnr or f.ssim < ssim for f in faults)
@@ -232,9 +237,10 @@ def _detection_limits(decoder: _Decoder, cal: Calibration) -> None:
         finally:
             handle.remove()
         cal.sweep.append(m)
-        for proposal in [p for p in pending if m.psnr_db < p.psnr_db or m.ssim < p.ssim]:
-            proposal.detection_limit = scale_error
-            pending.remove(proposal)
+        for proposal in list(pending):
+            if m.psnr_db < proposal.psnr_db or m.ssim < proposal.ssim:
+                proposal.detection_limit = scale_error
+                pending.remove(proposal)
         if not pending:
             return
 
@@ -263,8 +269,8 @@ def render(cal: Calibration) -> str:
         lines.append(
             f"{name:6s}: floor {p.floor.psnr_db:.2f} dB ({p.floor.label}), margin "
             f"{margin:g} dB -> PSNR >= {p.psnr_db:g} dB, SSIM >= {p.ssim:g}; "
-            f"catches every 1 + {cal.fault:g} fault: {'yes' if p.catches_all_faults else 'NO'}"
-            f"; detection limit {limit}"
+            f"catches every 1 + {cal.fault:g} fault: "
+            f"{'yes' if p.catches_all_faults else 'NO'}; detection limit {limit}"
         )
     lines += ["", "Proposed entry for numguard/tolerance.py GOLDEN_THRESHOLDS:",
               proposed_entry(cal)]
@@ -272,9 +278,11 @@ def render(cal: Calibration) -> str:
 
 
 def proposed_entry(cal: Calibration) -> str:
-    worst = max(cal.faults, key=lambda m: m.psnr_db) if cal.faults else None
-    fault_text = (f"1+{cal.fault:g} faults <= {worst.psnr_db:.1f} dB ({worst.label.split(' x ')[0]})"
-                  if worst else "no faults measured")
+    fault_text = "no faults measured"
+    if cal.faults:
+        worst = max(cal.faults, key=lambda m: m.psnr_db)
+        layer = worst.label.split(" x ")[0]
+        fault_text = f"1+{cal.fault:g} faults <= {worst.psnr_db:.1f} dB ({layer})"
 
     def threshold(p: Proposal, margin: float) -> str:
         limit = f"{p.detection_limit:g}" if p.detection_limit else f">{SWEEP[-1]:g}"
@@ -315,7 +323,9 @@ def run_cli(args) -> int:
 
     from numguard.weights import find_weights
 
-    weights = find_weights(args.weights)[0] if args.model != "zimage-synthetic" else None
+    weights = None
+    if args.model != "zimage-synthetic":
+        weights = find_weights(args.weights)[0]
     results = []
     for dtype in args.dtype or ("float32", "bfloat16", "float16"):
         case = GoldenCase(args.resolution, dtype, args.seed, args.model)
@@ -327,7 +337,8 @@ def run_cli(args) -> int:
         print()
         results.append(cal)
     if args.json:
-        Path(args.json).write_text("[" + ",\n".join(to_json(c) for c in results) + "]\n")
+        text = "[" + ",\n".join(to_json(c) for c in results) + "]\n"
+        Path(args.json).write_text(text)
     failing = [c for c in results if not c.ok]
     for cal in failing:
         print(f"numguard calibrate: the proposed {cal.dtype} thresholds do not fail "

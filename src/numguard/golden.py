@@ -211,9 +211,11 @@ def image_metrics(golden: np.ndarray, test: np.ndarray) -> ImageMetrics:
     from skimage.metrics import structural_similarity
 
     if golden.shape != test.shape:
-        raise GoldenError(f"image shape {test.shape} differs from the golden's {golden.shape}")
+        raise GoldenError(
+            f"image shape {test.shape} differs from the golden's {golden.shape}")
     if golden.dtype != test.dtype:
-        raise GoldenError(f"image dtype {test.dtype} differs from the golden's {golden.dtype}")
+        raise GoldenError(
+            f"image dtype {test.dtype} differs from the golden's {golden.dtype}")
     nan_count = int(np.isnan(test).sum())
     g = golden.astype(np.float64)
     t = np.nan_to_num(test.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
@@ -254,7 +256,8 @@ def read_manifest(folder: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise GoldenError(f"{path} is not valid JSON: {exc}") from None
     if manifest.get("format") != MANIFEST_FORMAT or "cases" not in manifest:
-        raise GoldenError(f"{path} is not a numguard manifest (format {MANIFEST_FORMAT})")
+        raise GoldenError(
+            f"{path} is not a numguard manifest (format {MANIFEST_FORMAT})")
     return manifest
 
 
@@ -271,8 +274,8 @@ def find_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
     the next one; only a missing case moves on to the next fallback.
     """
     for golden_arch in golden_archs(arch):
-        entry = read_manifest(case_dir(root, case.model, golden_arch))["cases"].get(case.name)
-        if entry is None:
+        manifest = read_manifest(case_dir(root, case.model, golden_arch))
+        if case.name not in manifest["cases"]:
             continue
         image = load_golden(root, case, golden_arch, weights_sha256, convolutions)
         source = "own arch" if golden_arch == arch else (
@@ -281,10 +284,11 @@ def find_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
         )
         return image, golden_arch, source
     looked = ", ".join(str(case_dir(root, case.model, a)) for a in golden_archs(arch))
+    listed = ARCH_FALLBACK.get(arch) or "nothing"
     raise GoldenError(
         f"no golden {case.name} for arch {arch} (looked in {looked}; "
-        f"ARCH_FALLBACK lists {'nothing' if arch not in ARCH_FALLBACK else ARCH_FALLBACK[arch]} "
-        f"for {arch}). A missing golden is a failure, not a pass: create it on a "
+        f"ARCH_FALLBACK lists {listed} for {arch}). "
+        f"A missing golden is a failure, not a pass: create it on a "
         f"{arch} machine with: {case.update_command('<device>')} (or rerun pytest "
         f"with --update-golden --impl torch), review it and commit it"
     )
@@ -305,7 +309,8 @@ def load_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
     try:
         image = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise GoldenError(f"{path} is unreadable ({type(exc).__name__}: {exc}); {how}") from None
+        raise GoldenError(
+            f"{path} is unreadable ({type(exc).__name__}: {exc}); {how}") from None
     _validate_entry(entry, case, folder / MANIFEST)
     _validate_image(image, entry, case, path, weights_sha256, convolutions)
     _validate_png(folder / f"{case.name}.png", entry, image, how)
@@ -325,9 +330,8 @@ def _validate_entry(entry: dict, case: GoldenCase, manifest: Path) -> None:
 def _validate_image(image, entry, case, path, weights_sha256, convolutions) -> None:
     side = case.resolution
     if image.shape != (side, side, 3) or image.dtype != np.float32:
-        raise GoldenError(
-            f"{path} holds {image.dtype} {image.shape}, expected float32 ({side}, {side}, 3)"
-        )
+        raise GoldenError(f"{path} holds {image.dtype} {image.shape}, expected "
+                          f"float32 ({side}, {side}, 3)")
     if sha256_array(image) != entry.get("image_sha256"):
         raise GoldenError(
             f"{path} does not match the image_sha256 in its manifest: the file was "
@@ -364,7 +368,8 @@ def _validate_png(path: Path, entry: dict, image: np.ndarray, how: str) -> None:
             f"{path} is a corrupt or truncated PNG ({type(exc).__name__}: {exc}); {how}"
         ) from None
     if hashlib.sha256(data).hexdigest() != entry.get("png_sha256"):
-        raise GoldenError(f"{path} does not match the png_sha256 in its manifest; {how}")
+        raise GoldenError(
+            f"{path} does not match the png_sha256 in its manifest; {how}")
     if not np.array_equal(pixels, to_png8(image)):
         raise GoldenError(
             f"{path} does not show the image in {path.with_suffix('.npy').name}: its "
@@ -496,13 +501,13 @@ def baseline_decode(case: GoldenCase, device: str, weights=None) -> Decode:
 
 
 def decode_with(candidate, case: GoldenCase, device: str, weights=None):
-    """Decode ``case`` with ``candidate``; ``(image, weights_sha256, swapped_count)``."""
+    """Decode ``case`` with ``candidate``: ``(image, weights_sha256, swapped)``."""
     made = decode_case(candidate, case, device, weights)
     return made.image.copy(), made.weights_sha256, made.swapped
 
 
 def vae_for(case: GoldenCase, weights=None):
-    """A fresh float32 CPU copy of the VAE ``case`` decodes with, and its weights hash."""
+    """A fresh float32 CPU copy of ``case``'s VAE and its weights hash."""
     if case.model == SYNTHETIC_MODEL:
         return synthetic_vae()
     if case.model == PIPELINE_MODEL:

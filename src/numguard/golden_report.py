@@ -83,17 +83,18 @@ def write_case_page(folder: Path, result) -> Path:
         figures.append((f"candidate ({result.candidate})",
                         _save_png(folder / f"{stem}-candidate.png",
                                   to_png8(images["candidate"]))))
-    if "golden" in images and "candidate" in images:
-        figures.append(("|candidate - golden|", _save_png(
-            folder / f"{stem}-diff.png", heatmap(images["golden"], images["candidate"]))))
-    if "live" in images and "candidate" in images:
-        figures.append(("|candidate - live nn.GroupNorm|", _save_png(
-            folder / f"{stem}-live-diff.png", heatmap(images["live"], images["candidate"]))))
+    heatmaps = (("golden", "diff", "|candidate - golden|"),
+                ("live", "live-diff", "|candidate - live nn.GroupNorm|"))
+    for reference, suffix, title in heatmaps:
+        if reference in images and "candidate" in images:
+            pixels = heatmap(images[reference], images["candidate"])
+            figures.append((title, _save_png(folder / f"{stem}-{suffix}.png", pixels)))
     legend = _save_png(folder / "heatmap-scale.png",
                        np.repeat(ramp(np.linspace(0, 1, 256))[None], 12, axis=0))
     page = folder / f"{stem}.html"
     page.write_text(render_page(result, figures, legend))
-    (folder / f"{stem}.json").write_text(json.dumps(_index_entry(result, page.name)) + "\n")
+    entry = json.dumps(_index_entry(result, page.name))
+    (folder / f"{stem}.json").write_text(entry + "\n")
     write_index(folder)
     return page
 
@@ -104,16 +105,19 @@ def _fmt_db(value: float) -> str:
 
 def _comparison_rows(result) -> list[str]:
     rows = []
-    for label, c in (("stored golden", result.drift), ("live nn.GroupNorm", result.kernel)):
+    for label, c in (("stored golden", result.drift),
+                     ("live nn.GroupNorm", result.kernel)):
         if c is None:
             rows.append(f"<tr><td>{label}</td><td colspan=6>not compared</td></tr>")
             continue
         m, t = c.metrics, c.threshold
         verdict = "pass" if c.passed else "FAIL"
+        psnr_rule = f"&ge; {t.psnr_db:g} dB" if t else "-"
+        ssim_rule = f"&ge; {t.ssim:g}" if t else "-"
         rows.append(
             f"<tr class={verdict.lower()}><td>{html.escape(c.reference)}</td>"
-            f"<td>{_fmt_db(m.psnr_db)}</td><td>{'&ge; %g dB' % t.psnr_db if t else '-'}</td>"
-            f"<td>{m.ssim:.7f}</td><td>{'&ge; %g' % t.ssim if t else '-'}</td>"
+            f"<td>{_fmt_db(m.psnr_db)}</td><td>{psnr_rule}</td>"
+            f"<td>{m.ssim:.7f}</td><td>{ssim_rule}</td>"
             f"<td>{m.max_abs:.3g} / {m.nan_count}</td><td>{verdict}</td></tr>"
         )
     return rows
@@ -126,10 +130,13 @@ def render_page(result, figures: list[tuple[str, str]], legend: str) -> str:
     details = [
         ("model", case.model), ("resolution", f"{case.resolution}x{case.resolution}"),
         ("dtype", case.dtype), ("seed", str(case.seed)),
-        ("candidate", result.candidate), ("device", f"{result.device} (arch {result.arch})"),
+        ("candidate", result.candidate),
+        ("device", f"{result.device} (arch {result.arch})"),
         ("golden from", f"{result.golden_arch} ({result.golden_source})"
          if result.golden_arch else "-"),
     ]
+    rows = "".join(f"<tr><th>{key}</th><td>{html.escape(value)}</td></tr>"
+                   for key, value in details)
     figs = "\n".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(title)}">'
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
@@ -151,7 +158,7 @@ tr.fail td {{ background: #ffebe9; }}
 pre {{ background: #f6f8fa; padding: 0.6em; white-space: pre-wrap; }}
 </style></head><body>
 <h1><span class="status">{status}</span> {html.escape(case.id)}</h1>
-<table>{''.join(f'<tr><th>{k}</th><td>{html.escape(v)}</td></tr>' for k, v in details)}</table>
+<table>{rows}</table>
 {''.join(f'<pre>{html.escape(p)}</pre>' for p in problems)}
 <table><tr><th>compared with</th><th>PSNR</th><th>required</th><th>SSIM</th>
 <th>required</th><th>max |diff| / NaN</th><th>verdict</th></tr>

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 ZIMAGE_REPO = "Tongyi-MAI/Z-Image-Turbo"
 
 # The documented Z-Image-Turbo example, which the pipeline golden reproduces.
-PIPELINE_PROMPT = "A fantasy landscape with mountains and a river, detailed, vibrant colors"
+PIPELINE_PROMPT = (
+    "A fantasy landscape with mountains and a river, detailed, vibrant colors")
 PIPELINE_STEPS = 9
 PIPELINE_GUIDANCE = 0.0
 PIPELINE_SEED = 42
@@ -85,7 +86,8 @@ def find_weights(path: str | Path | None, cache_dir: str | Path | None = None):
         root = Path(path).expanduser()
         if not root.is_dir():
             raise WeightsError(f"--weights {path}: no such folder")
-        if not ((root / "vae" / "config.json").is_file() or (root / "config.json").is_file()):
+        configs = (root / "vae" / "config.json", root / "config.json")
+        if not any(config.is_file() for config in configs):
             raise WeightsError(
                 f"--weights {path} holds neither vae/config.json nor config.json; give "
                 f"the Z-Image-Turbo snapshot folder (the one holding vae/) or its vae/"
@@ -123,7 +125,7 @@ def require(source: WeightsSource | None, model: str) -> WeightsSource:
 
 
 def load_autoencoder(source: WeightsSource):
-    """``AutoencoderKL`` (float32) from ``source``'s ``vae/`` or itself, local files only."""
+    """``AutoencoderKL`` (float32) from ``source`` or its ``vae/``; local files only."""
     from diffusers import AutoencoderKL
 
     with offline():
@@ -143,7 +145,8 @@ def check_zimage_config(config, where: str) -> None:
         if _plain(config.get(name)) != _plain(VAE_CONFIG[name])
     ]
     if wrong:
-        raise WeightsError(f"the VAE at {where} is not Z-Image-Turbo's: " + "; ".join(wrong))
+        raise WeightsError(
+            f"the VAE at {where} is not Z-Image-Turbo's: " + "; ".join(wrong))
 
 
 def _plain(value):
@@ -181,22 +184,23 @@ _PIPELINES: dict[tuple, tuple] = {}
 
 
 def pipeline(source: WeightsSource, device: str, dtype: torch.dtype):
-    """``ZImagePipeline`` from ``source`` on ``device`` and its files' hash; loaded once."""
+    """``ZImagePipeline`` from ``source`` on ``device``, and its files' hash; cached."""
     key = (source.root, device, dtype)
     if key in _PIPELINES:
         return _PIPELINES[key]
     if not source.has_pipeline:
         raise WeightsError(
-            f"the full pipeline needs the whole Z-Image-Turbo snapshot (model_index.json "
-            f"beside vae/, transformer/, text_encoder/, tokenizer/, scheduler/) and "
-            f"{source.root} has no model_index.json"
+            f"the full pipeline needs the whole Z-Image-Turbo snapshot "
+            f"(model_index.json beside vae/, transformer/, text_encoder/, tokenizer/, "
+            f"scheduler/) and {source.root} has no model_index.json"
         )
     try:
         from diffusers import ZImagePipeline
     except ImportError as exc:
         raise WeightsError(f"the full pipeline needs transformers: {exc}") from None
     with offline(), warnings.catch_warnings():
-        # newer diffusers call it dtype and warn on torch_dtype; older ones know only that
+        # newer diffusers call it dtype and warn on torch_dtype; older ones know only
+        # torch_dtype
         warnings.simplefilter("ignore", FutureWarning)
         pipe = ZImagePipeline.from_pretrained(source.root, torch_dtype=dtype,
                                               local_files_only=True)

@@ -70,7 +70,7 @@ def splitmix64(state: int, n: int) -> np.ndarray:
 
 
 def splitmix_uniform(key: str, seed: int, n: int) -> np.ndarray:
-    """``n`` float64 values uniform in [-1, 1) from SplitMix64, keyed by name and seed."""
+    """``n`` float64 values uniform in [-1, 1) from SplitMix64, keyed by name, seed."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     z = splitmix64(int.from_bytes(digest[:8], "little"), n)
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
@@ -96,7 +96,8 @@ def synthetic_value_scale(name: str, shape: tuple[int, ...]) -> tuple[float, flo
     return 0.0, bound
 
 
-def synthetic_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+def synthetic_state_dict(model: torch.nn.Module,
+                         seed: int = 0) -> dict[str, torch.Tensor]:
     """Deterministic float32 weights for every entry of ``model.state_dict()``."""
     out = {}
     for name, ref in model.state_dict().items():
@@ -168,7 +169,7 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def prepare_vae(vae, device: str, dtype: torch.dtype):
-    """Move ``vae`` to ``device`` and ``dtype`` for decoding; return it and how convs run.
+    """Move ``vae`` to ``device`` and ``dtype``; return it and how its convolutions run.
 
     On the CPU, half-precision convolutions are impractically slow: on an AVX2 CPU
     (no AVX512-BF16/FP16) PyTorch 2.13.0 spends 96% of a bf16 decode in
@@ -199,7 +200,7 @@ def _float32_convolution(conv: torch.nn.Conv2d, dtype: torch.dtype) -> None:
 
 
 def decode(vae, latents: torch.Tensor, device: str, dtype: torch.dtype) -> np.ndarray:
-    """Decode as the Z-Image pipeline does; return an HxWx3 float32 image in [0, 1] scale.
+    """Decode as the Z-Image pipeline does; an HxWx3 float32 image in [0, 1] scale.
 
     The pipeline's own scaling is applied (latents / scaling + shift). The image is
     ``sample / 2 + 0.5`` without clamping, so the comparison sees every difference;

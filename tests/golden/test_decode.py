@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from numguard.golden import (PIPELINE_MODEL, REAL_VAE_MODEL, SYNTHETIC_MODEL, GoldenCase,
-                             make_golden, run_golden_case)
+from numguard.golden import (PIPELINE_MODEL, REAL_VAE_MODEL, SYNTHETIC_MODEL,
+                             GoldenCase, make_golden, run_golden_case)
 from numguard.golden_report import write_case_page
 from numguard.pytest_plugin import assert_passed
 from numguard.swap import SwapError
@@ -23,7 +23,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def cases(model: str, resolutions, seeds=(0,), dtypes=DTYPES, full=False):
     marks = [pytest.mark.full] if full else []
-    found = [GoldenCase(r, d, s, model) for r in resolutions for s in seeds for d in dtypes]
+    found = [GoldenCase(resolution, dtype, seed, model)
+             for resolution in resolutions for seed in seeds for dtype in dtypes]
     return [pytest.param(case, id=case.id, marks=marks) for case in found]
 
 
@@ -46,14 +47,14 @@ def weights_for(case: GoldenCase, real_weights, device: str):
     if source is None:
         pytest.skip(reason)
     if case.model == PIPELINE_MODEL and torch.device(device).type == "cpu":
-        pytest.skip("the full pipeline runs on a GPU only: its 6B-parameter transformer "
-                    "takes 9 steps at 1024x1024, impractical on a CPU")
+        pytest.skip("the full pipeline runs on a GPU only: its 6B-parameter "
+                    "transformer takes 9 steps at 1024x1024, impractical on a CPU")
     return source
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_golden_decode(case, candidate, device, golden_root, golden_report, update_golden,
-                       real_weights, record_property):
+def test_golden_decode(case, candidate, device, golden_root, golden_report,
+                       update_golden, real_weights, record_property):
     weights = weights_for(case, real_weights, device)
     try:
         result = run_golden_case(candidate, case, device, golden_root, weights)
@@ -70,8 +71,8 @@ def test_golden_decode(case, candidate, device, golden_root, golden_report, upda
         record_property("live_psnr_db", result.kernel.metrics.psnr_db)
         record_property("live_ssim", result.kernel.metrics.ssim)
     if update_golden and result.golden_replaceable:
-        path = make_golden(golden_root, case, device, "pytest tests/golden --update-golden "
-                           f"--impl torch --device {device}", weights, force=True)
+        made_by = f"pytest tests/golden --update-golden --impl torch --device {device}"
+        path = make_golden(golden_root, case, device, made_by, weights, force=True)
         was = result.golden_error or result.drift.line()
         pytest.skip(f"--update-golden wrote {path} (was: {was}); review it, commit it, "
                     f"and rerun without --update-golden")

@@ -20,12 +20,13 @@ from numguard.golden import GoldenCase
 
 @pytest.fixture(scope="module")
 def cal():
-    return calibrate(GoldenCase(32, "float32", 0), "cpu", compile_kernel=False, layers=2)
+    case = GoldenCase(32, "float32", 0)
+    return calibrate(case, "cpu", compile_kernel=False, layers=2)
 
 
 def test_it_measures_every_correct_alternative_and_each_fault(cal):
-    assert [m.label for m in cal.kernel] == ["channels_last GroupNorm", "float64 GroupNorm",
-                                             "two-pass GroupNorm"]
+    assert [m.label for m in cal.kernel] == [
+        "channels_last GroupNorm", "float64 GroupNorm", "two-pass GroupNorm"]
     labels = [m.label for m in cal.environment]
     assert labels[:2] == ["the reference again", "channels_last model"]
     assert labels[2:] == (["one thread"] if torch.get_num_threads() > 1 else [])

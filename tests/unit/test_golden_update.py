@@ -33,8 +33,8 @@ def test_update_golden_refuses_any_candidate_but_the_baseline(tmp_path):
     run = golden_tier("--update-golden", "--impl", "torch-channels-last",
                       f"--golden-dir={tmp_path}")
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
-    assert ("--update-golden writes goldens from the torch baseline only, and this run has "
-            "--impl torch-channels-last") in run.stdout + run.stderr
+    assert ("--update-golden writes goldens from the torch baseline only, and this run "
+            "has --impl torch-channels-last") in run.stdout + run.stderr
     assert not any(tmp_path.iterdir())
 
 
@@ -43,8 +43,8 @@ def test_a_missing_golden_is_written_on_request_and_then_passes(tmp_path):
     first = golden_tier("--update-golden", f"--golden-dir={store}")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "1 skipped" in first.stdout
-    assert re.search(r"--update-golden wrote \S+decode-r256-float32-s0.npy \(was: no golden",
-                     first.stdout)
+    assert re.search(r"--update-golden wrote \S+decode-r256-float32-s0.npy "
+                     r"\(was: no golden", first.stdout)
     written = load_golden(store, CASE, "cpu", golden.synthetic_vae()[1])
     assert np.array_equal(written, golden.baseline_decode(CASE, "cpu").image)
 
@@ -61,7 +61,8 @@ def test_update_golden_of_real_weights_needs_them(tmp_path, monkeypatch, capsys)
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    args = ["update-golden", "--model", "zimage-turbo-vae", "--golden-dir", str(tmp_path)]
+    args = ["update-golden", "--model", "zimage-turbo-vae",
+            "--golden-dir", str(tmp_path)]
     assert main(args) == EXIT_USAGE
     assert "zimage-turbo-vae needs the real weights: pass --weights PATH" in (
         capsys.readouterr().err)
