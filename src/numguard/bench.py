@@ -242,7 +242,8 @@ def render_table(result: BenchResult) -> str:
         f"({result.device_name}), arch {result.arch}",
         "",
         f"{result.dtype}, {result.resolution}x{result.resolution} image (latent "
-        f"{side}x{side}), batch 1, {result.threads} CPU threads; each time is the "
+        f"{side}x{side}), batch 1, {result.threads} CPU "
+        f"thread{'' if result.threads == 1 else 's'}; each time is the "
         f"median (IQR) in ms over torch.utils.benchmark blocks after "
         f"{result.warmup} warm-up calls",
         "",

@@ -28,7 +28,7 @@ class LargeGroupScaledGroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
-        if x[0].numel() // self.num_groups > LARGE_GROUP:
+        if x.shape[1:].numel() // self.num_groups > LARGE_GROUP:
             return scale(y, self.factor)
         return y
 

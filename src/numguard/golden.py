@@ -556,7 +556,7 @@ def golden_meta(case: GoldenCase, device: str, made: Decode, made_by: str,
 
     return {
         **versions(), "device": device, "device_name": device_name(device),
-        "weights": "synthetic" if weights is None else weights.origin,
+        "weights": "synthetic" if weights is None else weights.label,
         "weights_sha256": made.weights_sha256, "groupnorm": BASELINE_GROUPNORM,
         "convolutions": made.convolutions, "swapped_groupnorms": made.swapped,
         "made_by": made_by,

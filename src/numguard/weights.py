@@ -61,6 +61,13 @@ class WeightsSource:
     def has_pipeline(self) -> bool:
         return (self.root / "model_index.json").is_file()
 
+    @property
+    def label(self) -> str:
+        """What a manifest records: no machine's paths, the cache's commit if known."""
+        if self.origin.startswith("Hugging Face cache"):
+            return f"{ZIMAGE_REPO}@{self.root.name} (Hugging Face cache)"
+        return f"real weights from --weights (folder {self.root.name!r})"
+
 
 @contextlib.contextmanager
 def offline():

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from numguard.device import device_arch
 from numguard.golden import (PIPELINE_MODEL, REAL_VAE_MODEL, SYNTHETIC_MODEL,
-                             GoldenCase, make_golden, run_golden_case)
+                             GoldenCase, GoldenResult, make_golden, run_golden_case)
 from numguard.golden_report import write_case_page
 from numguard.pytest_plugin import assert_passed
 from numguard.swap import SwapError
@@ -59,7 +60,10 @@ def test_golden_decode(case, candidate, device, golden_root, golden_report,
     try:
         result = run_golden_case(candidate, case, device, golden_root, weights)
     except (SyntheticWeightsChanged, SwapError, WeightsError) as exc:
-        pytest.fail(f"{case.id}: {exc}", pytrace=False)
+        stopped = GoldenResult(case, device_arch(device), candidate.spec, device,
+                               problems=[str(exc)])
+        page = write_case_page(golden_report, stopped)
+        pytest.fail(f"{case.id}: {exc}\nPage: {page}", pytrace=False)
     page = write_case_page(golden_report, result)
     result.report_page = str(page)
     record_property("report_html", f"{golden_report.name}/{page.name}")

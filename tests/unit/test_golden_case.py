@@ -30,7 +30,7 @@ def large_group_fault(name: str, factor: float, threshold: int = 2**14) -> Candi
     class Faulty(nn.GroupNorm):
         def forward(self, x):
             y = super().forward(x)
-            large = x[0].numel() // self.num_groups > threshold
+            large = x.shape[1:].numel() // self.num_groups > threshold
             return scale(y, factor) if large else y
 
     return Candidate(name, f"GroupNorm x {factor} above {threshold} elements", Faulty)

@@ -90,3 +90,13 @@ def test_prepare_folder_clears_only_its_own_earlier_pages(tmp_path):
     (foreign / "page.html").write_text("someone else's")
     prepare_folder(foreign)
     assert (foreign / "page.html").read_text() == "someone else's"
+
+
+def test_a_case_that_could_not_decode_still_gets_a_page_with_the_reason(tmp_path):
+    case = GoldenCase(resolution=16)
+    stopped = GoldenResult(case, "cpu", "aiter", "cuda",
+                           problems=["GroupNorm swap for 'aiter' failed: <preflight>"])
+    text = write_case_page(tmp_path, stopped).read_text()
+    assert "FAILED" in text and "not compared" in text
+    assert "GroupNorm swap for &#x27;aiter&#x27; failed: &lt;preflight&gt;" in text
+    assert "<img src=\"zimage" not in text

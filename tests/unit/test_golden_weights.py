@@ -92,6 +92,7 @@ def test_the_hugging_face_cache_is_read_offline(tmp_path, monkeypatch):
     snapshot = fake_hf_cache(tmp_path, saved)
     source, reason = find_weights(None, cache_dir=tmp_path)
     assert source.root == snapshot and "Hugging Face cache" in source.origin
+    assert source.label == f"Tongyi-MAI/Z-Image-Turbo@{snapshot.name} (Hugging Face cache)"
     assert same_weights(weights.load_autoencoder(source), saved)
     assert "HF_HUB_OFFLINE" not in os.environ, "the offline switch is restored"
 
@@ -122,7 +123,8 @@ def test_real_weight_cases_load_decode_and_compare(real_layout, tmp_path):
     assert real.weights_sha256 == zimage.SYNTHETIC_WEIGHTS_SHA256[0], "bit for bit"
     assert np.array_equal(real.image, synthetic.image)
     manifest = golden.read_manifest(tmp_path / REAL_VAE_MODEL / "cpu")
-    assert manifest["cases"][case.name]["weights"] == real_layout.origin
+    assert manifest["cases"][case.name]["weights"] == (
+        f"real weights from --weights (folder {real_layout.root.name!r})")
 
 
 def pytest_run(*args, env=None):
@@ -190,7 +192,7 @@ class FullResolutionFault(nn.GroupNorm):
 
     def forward(self, x):
         y = super().forward(x)
-        return scale(y, 1.01) if x[0].numel() // self.num_groups > 512 else y
+        return scale(y, 1.01) if x.shape[1:].numel() // self.num_groups > 512 else y
 
 
 def test_the_pipeline_runs_with_and_without_the_swap_against_its_golden(tmp_path):
