@@ -43,6 +43,22 @@ def test_torch_compile_runs_an_inductor_graph():
     assert counters["stats"]["unique_graphs"] > before
 
 
+def test_torch_compile_compiles_afresh_when_the_recompile_limit_is_hit(monkeypatch):
+    import torch._dynamo.config as dynamo_config
+    from torch._dynamo.utils import counters
+
+    first = resolve("torch-compile").build(2, 4, eps=1e-3)
+    first(torch.randn(2, 4, 5))  # sets the candidate's own limits up
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
+    starts = CompiledGroupNorm.fresh_starts
+    other = resolve("torch-compile").build(2, 4, eps=1e-2)  # eps is specialised
+    graphs = counters["stats"]["unique_graphs"]
+    x = torch.randn(2, 4, 3, 3) + 5
+    torch.testing.assert_close(other(x), F.group_norm(x, 2, other.weight, other.bias, 1e-2))
+    assert CompiledGroupNorm.fresh_starts == starts + 1
+    assert counters["stats"]["unique_graphs"] > graphs, "compiled again, not run eagerly"
+
+
 def test_file_spec_loads_a_class():
     cand = resolve(f"{EXAMPLES}:Float64GroupNorm")
     module = cand.build(2, 4, eps=1e-5, affine=True, device=None, dtype=None)
