@@ -167,6 +167,16 @@ def _resolve(spec: str, device: str):
     return candidate, candidate.unavailable_reason
 
 
+def _available_candidate(command: str, args):
+    """The candidate of ``args.impl``, or None after saying why it cannot run here."""
+    candidate, unavailable = _resolve(args.impl, args.device)
+    if unavailable:
+        print(f"numguard {command}: candidate {args.impl!r} is unavailable: {unavailable}",
+              file=sys.stderr)
+        return None
+    return candidate
+
+
 def cmd_verify(args) -> int:
     from numguard.report import Summary
 
@@ -281,10 +291,8 @@ def cmd_check(args) -> int:
     from numguard.cases import Case
     from numguard.compare import run_case
 
-    candidate, unavailable = _resolve(args.impl, args.device)
-    if unavailable:
-        print(f"numguard check: candidate {args.impl!r} is unavailable: {unavailable}",
-              file=sys.stderr)
+    candidate = _available_candidate("check", args)
+    if candidate is None:
         return EXIT_UNAVAILABLE
     try:
         case = Case.parse(args.case)
@@ -356,10 +364,8 @@ def cmd_calibrate(args) -> int:
 def cmd_bundle(args) -> int:
     from numguard.bundle import BundleError, make_bundle, render_bundle
 
-    candidate, unavailable = _resolve(args.impl, args.device)
-    if unavailable:
-        print(f"numguard bundle: candidate {args.impl!r} is unavailable: {unavailable}",
-              file=sys.stderr)
+    candidate = _available_candidate("bundle", args)
+    if candidate is None:
         return EXIT_UNAVAILABLE
     try:
         manifest = make_bundle(candidate, args.device, Path(args.out), args.resolution,
@@ -391,10 +397,8 @@ def cmd_bench(args) -> int:
     from numguard.bench import BenchError, render_table, run_bench, write_bench
     from numguard.ci import append_step_summary
 
-    candidate, unavailable = _resolve(args.impl, args.device)
-    if unavailable:
-        print(f"numguard bench: candidate {args.impl!r} is unavailable: {unavailable}",
-              file=sys.stderr)
+    candidate = _available_candidate("bench", args)
+    if candidate is None:
         return EXIT_UNAVAILABLE
     try:
         result = run_bench(candidate, args.device, args.resolution, args.dtype,
