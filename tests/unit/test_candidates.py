@@ -51,9 +51,9 @@ def test_torch_compile_compiles_afresh_when_the_recompile_limit_is_hit(monkeypat
     first(torch.randn(2, 4, 5))  # sets the candidate's own limits up
     monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
     starts = CompiledGroupNorm.fresh_starts
-    other = resolve("torch-compile").build(2, 4, eps=1e-2)  # eps is specialised
+    other = resolve("torch-compile").build(2, 4, eps=1e-2)
     graphs = counters["stats"]["unique_graphs"]
-    x = torch.randn(2, 4, 3, 3) + 5
+    x = torch.randn(2, 4, 3, 3) + 5  # a new rank: a recompile, over the limit of 1
     torch.testing.assert_close(other(x), F.group_norm(x, 2, other.weight, other.bias, 1e-2))
     assert CompiledGroupNorm.fresh_starts == starts + 1
     assert counters["stats"]["unique_graphs"] > graphs, "compiled again, not run eagerly"
