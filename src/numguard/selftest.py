@@ -77,33 +77,38 @@ def _first_failure(junit: Path) -> tuple[str, str]:
 
 def selftest(tests: Path, tier: str = "gate", seeds: int = 10, workers: int = 2,
              kernels: list[str] | None = None, extra_correct=("torch-compile",)):
-    """Run the catalogue; return the list of KernelVerdict."""
-    jobs = []
-    for name in FAULTY_KERNELS:
-        if kernels is None or name in kernels:
-            jobs.append((name, f"numguard.kernels:{name}", True, [None]))
-    correct = [(n, f"numguard.kernels:{n}") for n in CORRECT_KERNELS]
-    correct += [(spec, spec) for spec in extra_correct]
-    for name, spec in correct:
-        if kernels is None or name in kernels:
-            jobs.append((name, spec, False, list(range(seeds))))
+    """Run the catalogue; return the list of KernelVerdict, one per kernel.
+
+    Every (kernel, seed) pair is its own pytest process, so ``workers`` spread a
+    correct kernel's seeds too (torch-compile's take minutes each).
+    """
+    kinds = [(name, f"numguard.kernels:{name}", True) for name in FAULTY_KERNELS]
+    kinds += [(name, f"numguard.kernels:{name}", False) for name in CORRECT_KERNELS]
+    kinds += [(spec, spec, False) for spec in extra_correct]
+    kinds = [k for k in kinds if kernels is None or k[0] in kernels]
+    jobs = [(name, spec, seed) for name, spec, faulty in kinds
+            for seed in ([None] if faulty else range(seeds))]
 
     def run(job):
-        name, spec, faulty, seed_list = job
-        verdict = KernelVerdict(name, faulty, caught=False, runs=len(seed_list))
-        for seed in seed_list:
-            prop, case, took = run_kernel(tests, spec, tier, seed, stop_first=True)
-            verdict.seconds += took
-            if prop:
-                verdict.caught, verdict.caught_by, verdict.case = True, prop, case
-                if seed is not None:
-                    verdict.case += f" (hypothesis seed {seed})"
-                break
-        log.info("%s: %s", name, "caught" if verdict.caught else "passed")
-        return verdict
+        name, spec, seed = job
+        result = run_kernel(tests, spec, tier, seed, stop_first=True)
+        log.info("%s%s: %s", name, "" if seed is None else f" seed {seed}",
+                 "caught" if result[0] else "passed")
+        return result
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(run, jobs))
+        results = list(pool.map(run, jobs))
+    verdicts = {name: KernelVerdict(name, faulty, caught=False, runs=0)
+                for name, _, faulty in kinds}
+    for (name, _, seed), (prop, case, took) in zip(jobs, results):
+        verdict = verdicts[name]
+        verdict.runs += 1
+        verdict.seconds += took
+        if prop and not verdict.caught:  # the first seed that failed is reported
+            verdict.caught, verdict.caught_by, verdict.case = True, prop, case
+            if seed is not None:
+                verdict.case += f" (hypothesis seed {seed})"
+    return list(verdicts.values())
 
 
 def render_table(verdicts: list[KernelVerdict], tier: str) -> str:

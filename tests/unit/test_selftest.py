@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from numguard import selftest as selftest_module
 from numguard.selftest import KernelVerdict, render_table, selftest
 
 TESTS = Path(__file__).parents[1]
@@ -26,3 +27,25 @@ def test_table_counts_misses_and_false_alarms():
     assert "| B | correct (3 seeds) | FALSE ALARM | test_x |" in table
     assert table.splitlines()[-1] == ("faulty kernels caught: 0/1; false alarms on "
                                       "correct kernels: 1")
+
+
+def test_every_seed_is_its_own_job_and_the_first_failing_seed_is_reported(monkeypatch):
+    calls = []
+
+    def fake_run(tests, spec, tier, seed, stop_first):
+        calls.append((spec, seed))
+        if spec == "torch-compile" and seed in (3, 7):
+            return "test_batch_samples_are_independent", f"shape=1x{seed}", 2.0
+        return "", "", 1.0
+
+    monkeypatch.setattr(selftest_module, "run_kernel", fake_run)
+    verdicts = selftest(TESTS, "gate", seeds=10, workers=3,
+                        kernels=["OnePassVarianceGroupNorm", "torch-compile"])
+    assert sorted(c for c in calls if c[0] == "torch-compile") == [
+        ("torch-compile", s) for s in range(10)]
+    assert ("numguard.kernels:OnePassVarianceGroupNorm", None) in calls
+    one_pass, compiled = verdicts
+    assert (one_pass.kernel, one_pass.runs, one_pass.caught) == (
+        "OnePassVarianceGroupNorm", 1, False)
+    assert compiled.runs == 10 and compiled.seconds == 12.0 and not compiled.ok
+    assert compiled.case == "shape=1x3 (hypothesis seed 3)"
