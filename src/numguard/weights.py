@@ -51,7 +51,8 @@ class WeightsError(RuntimeError):
 @dataclass(frozen=True)
 class WeightsSource:
     root: Path  # the snapshot (holding vae/) or the vae folder itself
-    origin: str  # where it came from, for manifests and messages
+    origin: str  # where it came from, for messages (it may hold this machine's paths)
+    from_cache: bool = False  # found in the Hugging Face cache, not given by --weights
 
     @property
     def vae_subfolder(self) -> str | None:
@@ -64,7 +65,7 @@ class WeightsSource:
     @property
     def label(self) -> str:
         """What a manifest records: no machine's paths, the cache's commit if known."""
-        if self.origin.startswith("Hugging Face cache"):
+        if self.from_cache:
             return f"{ZIMAGE_REPO}@{self.root.name} (Hugging Face cache)"
         return f"real weights from --weights (folder {self.root.name!r})"
 
@@ -122,7 +123,7 @@ def _find_in_cache(cache_dir):
     root = Path(snapshot)
     if not (root / "vae" / "config.json").is_file():
         return None, f"{missing} (the cached snapshot {root} has no vae/config.json)"
-    return WeightsSource(root, f"Hugging Face cache {root} (offline)"), ""
+    return WeightsSource(root, f"Hugging Face cache {root} (offline)", from_cache=True), ""
 
 
 def require(source: WeightsSource | None, model: str) -> WeightsSource:
