@@ -175,8 +175,8 @@ def _run_bench(candidate, device, resolution, dtype, warmup, min_run_time,
                 timings.append(_time_groupnorm(factory, case, device, warmup,
                                                min_run_time))
             result.shapes.append(ShapeTiming(case.shape, calls, *timings))
-            log.info("%s: nn.GroupNorm %s ms, %s %s ms", _shape(case.shape),
-                     timings[0], candidate.spec, timings[1])
+            log.info("%s: nn.GroupNorm %.3g ms, %s %.3g ms", _shape(case.shape),
+                     timings[0].median_ms, candidate.spec, timings[1].median_ms)
         if decode:
             _time_decodes(candidate, result, progress)
     return result
