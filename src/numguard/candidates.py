@@ -82,7 +82,8 @@ _COMPILED = None
 
 
 def _compiled_group_norm():
-    """One shared ``torch.compile`` of ``F.group_norm`` with dynamic shapes.
+    """One shared ``torch.compile`` of ``F.group_norm`` with dynamic shapes, and the
+    exception Dynamo raises when its recompile limit is hit.
 
     Recompiles for new group counts, ranks, dtypes or eps are allowed up to a high
     limit, and hitting the limit is an error rather than a silent fall-back to eager
@@ -91,10 +92,11 @@ def _compiled_group_norm():
     global _COMPILED
     if _COMPILED is None:
         import torch._dynamo.config as dynamo_config
+        from torch._dynamo.exc import FailOnRecompileLimitHit
 
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 256)
         dynamo_config.fail_on_recompile_limit_hit = True
-        _COMPILED = torch.compile(F.group_norm, dynamic=True)
+        _COMPILED = (torch.compile(F.group_norm, dynamic=True), FailOnRecompileLimitHit)
     return _COMPILED
 
 
@@ -111,12 +113,10 @@ class CompiledGroupNorm(nn.GroupNorm):
     fresh_starts = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from torch._dynamo.exc import FailOnRecompileLimitHit
-
-        fn = _compiled_group_norm()
+        fn, limit_hit = _compiled_group_norm()
         try:
             return fn(x, self.num_groups, self.weight, self.bias, self.eps)
-        except FailOnRecompileLimitHit:
+        except limit_hit:
             torch._dynamo.reset()
             type(self).fresh_starts += 1
             return fn(x, self.num_groups, self.weight, self.bias, self.eps)

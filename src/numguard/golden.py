@@ -277,7 +277,8 @@ def find_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
         manifest = read_manifest(case_dir(root, case.model, golden_arch))
         if case.name not in manifest["cases"]:
             continue
-        image = load_golden(root, case, golden_arch, weights_sha256, convolutions)
+        image = load_golden(root, case, golden_arch, weights_sha256, convolutions,
+                            manifest=manifest)
         source = "own arch" if golden_arch == arch else (
             f"fallback: {arch} has no golden for this case and "
             f"ARCH_FALLBACK[{arch!r}] = {ARCH_FALLBACK[arch]!r}"
@@ -295,11 +296,16 @@ def find_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
 
 
 def load_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
-                convolutions: str = "native") -> np.ndarray:
-    """Read and validate one golden image; raise GoldenError saying what is wrong."""
+                convolutions: str = "native", manifest: dict | None = None) -> np.ndarray:
+    """Read and validate one golden image; raise GoldenError saying what is wrong.
+
+    ``manifest`` is the folder's manifest where the caller has already read it.
+    """
     folder = case_dir(root, case.model, arch)
     how = f"recreate it with: {case.update_command('<device>')} --force"
-    entry = read_manifest(folder)["cases"].get(case.name)
+    if manifest is None:
+        manifest = read_manifest(folder)
+    entry = manifest["cases"].get(case.name)
     path = folder / f"{case.name}.npy"
     if entry is None or not path.is_file():
         raise GoldenError(
