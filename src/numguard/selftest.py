@@ -85,6 +85,15 @@ def selftest(tests: Path, tier: str = "gate", seeds: int = 10, workers: int = 2,
     kinds = [(name, f"numguard.kernels:{name}", True) for name in FAULTY_KERNELS]
     kinds += [(name, f"numguard.kernels:{name}", False) for name in CORRECT_KERNELS]
     kinds += [(spec, spec, False) for spec in extra_correct]
+    known = {k[0] for k in kinds}
+    # the README's table drops the common "GroupNorm" suffix; accept both spellings
+    if kernels is not None:
+        kernels = [k if k in known or f"{k}GroupNorm" not in known else f"{k}GroupNorm"
+                   for k in kernels]
+    unknown = sorted(set(kernels or ()) - known)
+    if unknown:
+        raise ValueError(f"no kernel {', '.join(unknown)} in the catalogue; its kernels "
+                         f"are: {', '.join(k[0] for k in kinds)}")
     kinds = [k for k in kinds if kernels is None or k[0] in kernels]
     jobs = [(name, spec, seed) for name, spec, faulty in kinds
             for seed in ([None] if faulty else range(seeds))]

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from numguard import selftest as selftest_module
 from numguard.selftest import KernelVerdict, render_table, selftest
 
@@ -49,3 +51,15 @@ def test_every_seed_is_its_own_job_and_the_first_failing_seed_is_reported(monkey
         "OnePassVarianceGroupNorm", 1, False)
     assert compiled.runs == 10 and compiled.seconds == 12.0 and not compiled.ok
     assert compiled.case == "shape=1x3 (hypothesis seed 3)"
+
+
+def test_kernel_names_are_checked_and_the_short_spelling_is_accepted(monkeypatch):
+    calls = []
+    monkeypatch.setattr(selftest_module, "run_kernel",
+                        lambda tests, spec, *a, **k: calls.append(spec) or ("", "", 0.0))
+    with pytest.raises(ValueError, match="no kernel OnePassVarience in the catalogue"):
+        selftest(TESTS, kernels=["OnePassVarience"], extra_correct=())
+    assert calls == [], "nothing runs when a name is wrong"
+    (verdict,) = selftest(TESTS, kernels=["OnePassVariance"], extra_correct=())
+    assert verdict.kernel == "OnePassVarianceGroupNorm"
+    assert calls == ["numguard.kernels:OnePassVarianceGroupNorm"]
