@@ -100,12 +100,17 @@ class GoldenCase:
     def id(self) -> str:
         return f"{self.model}-{self.name}"
 
-    def update_command(self, device: str) -> str:
-        """The command that makes this case's golden with the torch baseline."""
+    def update_command(self, device: str, root: Path | None = None) -> str:
+        """The command that makes this case's golden with the torch baseline, in
+        ``root`` where that is not the default store."""
         weights = "" if self.model == SYNTHETIC_MODEL else " --weights PATH"
+        store = ""
+        if root is not None and Path(root).resolve() != default_golden_root().resolve():
+            store = f" --golden-dir {shlex.quote(str(root))}"
         return (
-            f"numguard update-golden --model {self.model}{weights} --device {device} "
-            f"--resolution {self.resolution} --dtype {self.dtype} --seed {self.seed}"
+            f"numguard update-golden --model {self.model}{weights}{store} --device "
+            f"{device} --resolution {self.resolution} --dtype {self.dtype} "
+            f"--seed {self.seed}"
         )
 
 
@@ -151,6 +156,7 @@ class GoldenResult:
     device: str = "cpu"
     golden_arch: str = ""  # the folder the golden came from
     golden_source: str = ""  # "own arch" or the fallback rule that picked it
+    replay_options: str = ""  # the run's --tier/--golden-dir/--weights, for Replay
     drift: Comparison | None = None  # vs the stored golden
     kernel: Comparison | None = None  # vs the live nn.GroupNorm decode
     golden_error: str = ""  # why no stored golden could be compared
@@ -186,8 +192,9 @@ class GoldenResult:
         if self.report_page:
             lines.append(f"Images: {self.report_page}")
         lines.append(
-            f"Replay: pytest tests/golden -k {self.case.id} "
+            f"Replay: python -m pytest tests/golden -k {self.case.id} "
             f"--impl {shlex.quote(self.candidate)} --device {self.device}"
+            f"{self.replay_options}"
         )
         return "\n".join(lines)
 
@@ -290,7 +297,7 @@ def find_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
         f"no golden {case.name} for arch {arch} (looked in {looked}; "
         f"ARCH_FALLBACK lists {listed} for {arch}). "
         f"A missing golden is a failure, not a pass: create it on a "
-        f"{arch} machine with: {case.update_command('<device>')} (or rerun pytest "
+        f"{arch} machine with: {case.update_command('<device>', root)} (or rerun pytest "
         f"with --update-golden --impl torch), review it and commit it"
     )
 
@@ -302,7 +309,7 @@ def load_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
     ``manifest`` is the folder's manifest where the caller has already read it.
     """
     folder = case_dir(root, case.model, arch)
-    how = f"recreate it with: {case.update_command('<device>')} --force"
+    how = f"recreate it with: {case.update_command('<device>', root)} --force"
     if manifest is None:
         manifest = read_manifest(folder)
     entry = manifest["cases"].get(case.name)
@@ -310,7 +317,7 @@ def load_golden(root: Path, case: GoldenCase, arch: str, weights_sha256: str,
     if entry is None or not path.is_file():
         raise GoldenError(
             f"no golden {case.name} for arch {arch} in {folder}; create it with: "
-            f"{case.update_command('<device>')}"
+            f"{case.update_command('<device>', root)}"
         )
     try:
         image = np.load(path, allow_pickle=False)

@@ -99,8 +99,10 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    _save_replay_lines(item.config, report)
-    if item.get_closest_marker("stress") and stress_policy(item.config) == "report":
+    reported_only = (item.get_closest_marker("stress") is not None
+                     and stress_policy(item.config) == "report")
+    _save_replay_lines(item.config, report, reported_only)
+    if reported_only:
         # a stress finding in the gate tier: shown as XFAIL with its first line
         crash = getattr(report.longrepr, "reprcrash", None)
         first = crash.message.splitlines()[0] if crash else "failed"
@@ -108,7 +110,7 @@ def pytest_runtest_makereport(item, call):
         report.wasxfail = f"stress-domain finding, reported, not gating: {first}"
 
 
-def _save_replay_lines(config, report) -> None:
+def _save_replay_lines(config, report, reported_only: bool) -> None:
     path = config.getoption("failures_file")
     if not path:
         return
@@ -116,7 +118,8 @@ def _save_replay_lines(config, report) -> None:
     replays = [ln.removeprefix("Replay: ") for ln in lines if ln.startswith("Replay: ")]
     if replays:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(f"# {report.nodeid}\n")
+            kind = "stress finding, reported, not gating" if reported_only else "FAILED"
+            f.write(f"# {report.nodeid} ({kind})\n")
             f.writelines(r + "\n" for r in dict.fromkeys(replays))
 
 
@@ -152,6 +155,21 @@ def golden_root(request):
 
     given = request.config.getoption("golden_dir")
     return Path(given) if given else default_golden_root()
+
+
+@pytest.fixture(scope="session")
+def golden_replay_options(request) -> str:
+    """The options a golden case's replay line must repeat to rerun the same case
+    against the same store and weights."""
+    import shlex
+
+    config = request.config
+    parts = [] if config.getoption("tier") == "gate" else [f"--tier {config.getoption('tier')}"]
+    for option in ("golden_dir", "weights"):
+        value = config.getoption(option)
+        if value:
+            parts.append(f"--{option.replace('_', '-')} {shlex.quote(str(value))}")
+    return "".join(f" {p}" for p in parts)
 
 
 @pytest.fixture

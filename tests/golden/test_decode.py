@@ -55,15 +55,18 @@ def weights_for(case: GoldenCase, real_weights, device: str):
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden_decode(case, candidate, device, golden_root, golden_report,
-                       update_golden, real_weights, record_property):
+                       update_golden, real_weights, golden_replay_options,
+                       record_property):
     weights = weights_for(case, real_weights, device)
     try:
         result = run_golden_case(candidate, case, device, golden_root, weights)
     except (SyntheticWeightsChanged, SwapError, WeightsError) as exc:
         stopped = GoldenResult(case, device_arch(device), candidate.spec, device,
+                               replay_options=golden_replay_options,
                                problems=[str(exc)])
         page = write_case_page(golden_report, stopped)
         pytest.fail(f"{case.id}: {exc}\nPage: {page}", pytrace=False)
+    result.replay_options = golden_replay_options
     page = write_case_page(golden_report, result)
     result.report_page = str(page)
     record_property("report_html", f"{golden_report.name}/{page.name}")

@@ -101,10 +101,13 @@ def test_a_missing_golden_fails_and_says_how_to_make_it(tmp_path):
     result = run_golden_case(resolve("torch"), SMALL, "cpu", tmp_path)
     assert not result.passed and result.drift is None
     assert result.kernel.passed, "the live comparison still runs"
-    assert "numguard update-golden --model zimage-synthetic" in result.golden_error
+    # the store is not the default one, so the fix names it
+    assert (f"numguard update-golden --model zimage-synthetic --golden-dir {tmp_path} "
+            f"--device") in result.golden_error
     assert result.golden_replaceable
-    assert "Replay: pytest tests/golden -k zimage-synthetic-decode-r64-float32-s0" in (
-        result.message())
+    result.replay_options = f" --golden-dir {tmp_path}"
+    assert ("Replay: python -m pytest tests/golden -k zimage-synthetic-decode-r64-float32-s0"
+            f" --impl torch --device cpu --golden-dir {tmp_path}") in result.message()
 
 
 def test_missing_thresholds_fail_but_still_measure(store, monkeypatch):

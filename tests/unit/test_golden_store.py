@@ -96,8 +96,15 @@ def test_missing_golden_is_a_failure_that_says_how_to_create_it(tmp_path):
     message = str(info.value)
     assert "no golden decode-r8-float32-s0 for arch gfx950" in message
     assert "ARCH_FALLBACK lists nothing for gfx950" in message
-    assert ("numguard update-golden --model zimage-synthetic --device <device> "
-            "--resolution 8 --dtype float32 --seed 0") in message
+    assert (f"numguard update-golden --model zimage-synthetic --golden-dir {tmp_path} "
+            "--device <device> --resolution 8 --dtype float32 --seed 0") in message
+
+
+def test_the_default_store_is_not_named_in_the_fix():
+    from numguard.golden import default_golden_root
+
+    assert "--golden-dir" not in CASE.update_command("cpu", default_golden_root())
+    assert "--golden-dir" not in CASE.update_command("cpu")
 
 
 def test_other_arch_is_never_used_without_a_fallback_entry(store):
