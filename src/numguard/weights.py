@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -94,12 +95,19 @@ def find_weights(path: str | Path | None, cache_dir: str | Path | None = None):
         root = Path(path).expanduser()
         if not root.is_dir():
             raise WeightsError(f"--weights {path}: no such folder")
-        configs = (root / "vae" / "config.json", root / "config.json")
-        if not any(config.is_file() for config in configs):
+        configs = [c for c in (root / "vae" / "config.json", root / "config.json")
+                   if c.is_file()]
+        if not configs:
             raise WeightsError(
                 f"--weights {path} holds neither vae/config.json nor config.json; give "
                 f"the Z-Image-Turbo snapshot folder (the one holding vae/) or its vae/"
             )
+        try:
+            json.loads(configs[0].read_text())
+        except (ValueError, OSError) as exc:
+            raise WeightsError(
+                f"--weights {path}: {configs[0]} is not readable JSON ({exc}); the "
+                f"download may be incomplete") from None
         return WeightsSource(root.resolve(), f"--weights {root}"), ""
     return _find_in_cache(cache_dir)
 
