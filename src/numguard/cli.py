@@ -1,4 +1,5 @@
-"""numguard's command line: verify, check, update-golden.
+"""numguard's command line: verify, check, selftest, update-golden, calibrate, bundle,
+compare, bench.
 
 Exit codes (also in the README):
   0  every check passed
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="numguard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="numguard", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="run one case, e.g. the replay line of a failure")
     _candidate_args(check)
     check.add_argument("--case", required=True, help="case spec as printed by a failure")
+    check.add_argument("--check", default="accuracy", metavar="NAME",
+                       help="the check to run on the case, as printed by a failure: "
+                            "accuracy (default), layout, layout-strict, "
+                            "batch-independence, determinism, side-effects, "
+                            "invariance, finiteness")
     check.set_defaults(run=cmd_check)
 
     st = sub.add_parser("selftest", help="prove the property tiers catch faulty kernels")
@@ -178,8 +184,7 @@ def _available_candidate(command: str, args):
 
 
 def cmd_verify(args) -> int:
-    from numguard.report import Summary
-
+    _check_verify_paths(args)
     candidate, unavailable = _resolve(args.impl, args.device)
     summary = _new_summary(candidate, args)
     report_dir = Path(args.report)
@@ -199,8 +204,30 @@ def cmd_verify(args) -> int:
         summary.artifacts["failures"] = "failures.txt"
     if code not in (0, 1) and summary.status != "failed":
         summary.status = "error"
+        if not summary.reason:
+            summary.reason = (f"pytest stopped with exit code {code} before judging "
+                              f"every check; its output above says why")
     _finish(summary, report_dir)
     return {"passed": EXIT_PASSED, "failed": EXIT_FAILED}.get(summary.status, EXIT_INTERNAL)
+
+
+def _check_verify_paths(args) -> None:
+    """Refuse unusable paths before anything runs: a typo in --golden-dir or
+    --weights must not read as the candidate failing, nor cost a property run."""
+    from numguard.weights import WeightsError, find_weights
+
+    report = Path(args.report)
+    if report.exists() and not report.is_dir():
+        raise UsageError(f"--report {args.report} is a file, not a folder")
+    if args.golden_dir and not Path(args.golden_dir).is_dir():
+        raise UsageError(
+            f"--golden-dir {args.golden_dir}: no such folder (every golden case would "
+            f"fail for want of a golden; numguard update-golden --golden-dir makes one)")
+    if args.weights:
+        try:
+            find_weights(args.weights)
+        except WeightsError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _new_summary(candidate, args):
@@ -283,25 +310,33 @@ def _finish(summary, report_dir: Path) -> None:
             print(f"  FAILED {check['id']}")
             for line in first[:8]:
                 print(f"      {line}")
-    print(f"  report: {report_dir / 'summary.md'}, {report_dir / 'summary.json'}"
-          + (f", {report_dir / 'junit.xml'}" if "junit" in summary.artifacts else ""))
+    written = dict.fromkeys(["summary.md", "summary.json", *summary.artifacts.values()])
+    print(f"  report: {', '.join(str(report_dir / name) for name in written)}")
 
 
 def cmd_check(args) -> int:
+    from numguard.behaviour import CHECKS
     from numguard.cases import Case
-    from numguard.compare import run_case
 
-    candidate = _available_candidate("check", args)
-    if candidate is None:
-        return EXIT_UNAVAILABLE
+    if args.check not in CHECKS:
+        raise UsageError(f"--check {args.check!r} is not one of: {', '.join(CHECKS)}")
     try:
         case = Case.parse(args.case)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    result = run_case(candidate, case, args.device)
+    if case.groups < 1 or case.channels % case.groups:
+        raise UsageError(
+            f"case {case.spec()!r}: {case.groups} groups do not divide "
+            f"{case.channels} channels (nn.GroupNorm rejects that; the bad-argument "
+            f"property test covers it)")
+    candidate = _available_candidate("check", args)
+    if candidate is None:
+        return EXIT_UNAVAILABLE
+    result = CHECKS[args.check](candidate, case, args.device)
     if result.passed:
-        print(f"passed: error ratio {result.error_ratio:.3g} (<= 1 passes), "
-              f"max abs error {result.max_abs:.3g}; {case.spec()}")
+        figures = (f"error ratio {result.error_ratio:.3g} (<= 1 passes), max abs error "
+                   f"{result.max_abs:.3g}; " if args.check == "accuracy" else "")
+        print(f"passed ({args.check}): {figures}{case.spec()}")
         return EXIT_PASSED
     print(result.message())
     return EXIT_FAILED
@@ -313,8 +348,11 @@ def cmd_selftest(args) -> int:
     extra = () if args.no_compile else ("torch-compile",)
     print(f"numguard selftest: {args.tier} tier, {args.seeds} seeds per correct kernel, "
           f"{args.workers} workers ...", flush=True)
-    verdicts = selftest(_tests_dir(), args.tier, args.seeds, args.workers,
-                        args.kernel, extra_correct=extra)
+    try:
+        verdicts = selftest(_tests_dir(), args.tier, args.seeds, args.workers,
+                            args.kernel, extra_correct=extra)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     print(render_table(verdicts, args.tier))
     return EXIT_PASSED if all(v.ok for v in verdicts) else EXIT_FAILED
 

@@ -44,6 +44,10 @@ class Comparison:
     problem: str = ""  # a structural failure (exception, shape, dtype) if any
     layout_preserved: bool | None = None  # set by the layout check
     replayable: bool = True  # False where the failure is not a GroupNorm case
+    # what the replay line reruns: the check (a key of numguard.behaviour.CHECKS)
+    # and the device the case ran on
+    check: str = "accuracy"
+    device: str = "cpu"
     # per-element allowance of the last judgement (float64, CPU), for derived checks
     allowed: torch.Tensor | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
@@ -57,7 +61,9 @@ class Comparison:
         return 100.0 * self.mismatched / self.numel if self.numel else 0.0
 
     def replay(self) -> str:
-        return f"numguard check --impl {self.impl} --case '{self.case.spec()}'"
+        device = "" if self.device == "cpu" else f" --device {self.device}"
+        check = "" if self.check == "accuracy" else f" --check {self.check}"
+        return f"numguard check --impl {self.impl}{device}{check} --case '{self.case.spec()}'"
 
     def message(self) -> str:
         """Failure text: headline, figures, then the case and its replay line."""
@@ -118,7 +124,7 @@ def run_case(candidate, case: Case, device: str = "cpu") -> Comparison:
     is an acceptable answer there, a silently different result is not.
     """
     x, w, b = case.make_inputs()
-    result = Comparison(case=case, impl=candidate.spec)
+    result = Comparison(case=case, impl=candidate.spec, device=device)
     # each module gets its own copy in the case's layout: a kernel that writes into
     # its input must not corrupt the values the oracle reads, and nn.GroupNorm's
     # error is measured in the same situation (PyTorch's channels-last CPU kernel

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -141,7 +142,14 @@ def fmt_psnr(golden: list) -> str:
     vals = [g for g in golden if g.get("psnr_db") is not None]
     if not vals:
         return "-"
-    return ", ".join(f"{g['psnr_db']:.1f} dB / {g['ssim']:.6f}" for g in vals)
+    return ", ".join(f"{_golden_label(g['id'])} {g['psnr_db']:.1f} dB / {g['ssim']:.6f}"
+                     for g in vals)
+
+
+def _golden_label(test_id: str) -> str:
+    """``decode-r256-float32-s0`` out of a golden test's id, which names the case."""
+    m = re.search(r"(decode|pipeline)-r\d+-\w+?-s\d+", test_id)
+    return m.group(0) if m else test_id
 
 
 def table_rows(summary: Summary) -> list[tuple[str, str]]:
@@ -163,7 +171,8 @@ def render_markdown(summary: Summary) -> str:
     lines = ["# numguard verify", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in table_rows(summary)]
     if summary.reason:
-        lines += ["", f"**Unavailable:** {summary.reason}"]
+        label = "Unavailable" if summary.status == "unavailable" else "Stopped"
+        lines += ["", f"**{label}:** {summary.reason}"]
     if summary.note:
         lines += ["", f"Note: {summary.note}"]
     failed = [c for c in summary.checks if c["outcome"] in ("failed", "error")]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,10 @@ def test_correct_candidates_pass(verify_runs, name):
     assert data["worst_error_ratio"] <= 1 and data["golden"][0]["outcome"] == "passed"
     assert (report / "junit.xml").is_file() and (report / "summary.md").is_file()
     assert "status              PASSED" in out
+    # each golden's figures are labelled with its case
+    assert re.search(r"golden PSNR / SSIM +decode-r\d+-float32-s0 (inf|[\d.]+) dB", out), out
+    assert re.search(r"report: .*summary\.md, .*summary\.json, .*junit\.xml, "
+                     r".*golden/index\.html$", out.rstrip()), out
 
 
 @pytest.mark.parametrize("name", ["channels-last", "one-pass", "bessel"])
@@ -79,6 +84,10 @@ def test_channels_last_report_names_the_large_mean_cases(verify_runs):
     assert "Stress-domain findings" in md and "dist=normal(mean=10000,std=1)" in md
     replays = (report / "failures.txt").read_text()
     assert "numguard check --impl torch-channels-last --case 'shape=2x128x64x64" in replays
+    assert f"# {pinned}[large-mean-30] (FAILED)" in replays
+    assert f"# {pinned}[large-mean-1e4] (stress finding, reported, not gating)" in replays
+    # a behaviour check's replay reruns that check, not the accuracy check
+    assert "--check invariance --case" in replays
 
 
 def test_unavailable_aiter_exits_with_its_code_and_reason(verify_runs):
@@ -93,6 +102,32 @@ def test_junit_carries_the_metrics(verify_runs):
     _, _, report = verify_runs["torch"]
     xml = (report / "junit.xml").read_text()
     assert 'name="error_ratio"' in xml and 'name="psnr_db"' in xml
+
+
+@pytest.mark.parametrize("option, make, message", [
+    ("--weights", lambda p: p / "absent", "no such folder"),
+    ("--weights", lambda p: p, "holds neither vae/config.json nor config.json"),
+    ("--weights", lambda p: _write(p / "vae" / "config.json", "{trunc"), "not readable JSON"),
+    ("--golden-dir", lambda p: p / "absent", "no such folder"),
+    ("--report", lambda p: _write(p / "afile", ""), "is a file, not a folder"),
+])
+def test_unusable_paths_are_usage_errors_before_anything_runs(tmp_path, capsys, option,
+                                                              make, message):
+    path = make(tmp_path)
+    if option == "--weights" and path.name == "config.json":
+        path = tmp_path
+    argv = ["verify", "--impl", "torch", option, str(path)]
+    if option != "--report":
+        argv += ["--report", str(tmp_path / "report")]
+    assert main(argv) == EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "report").exists(), "refused before the run started"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def test_unknown_candidate_is_a_usage_error(capsys):
@@ -121,6 +156,52 @@ def test_check_replays_a_failure_line(capsys):
     assert out.splitlines()[-1] == f"Replay: numguard check --impl {spec} --case '{case}'"
     assert main(["check", "--impl", "torch", "--case", case]) == EXIT_PASSED
     assert main(["check", "--impl", "torch", "--case", "shape=2"]) == EXIT_USAGE
+
+
+INVARIANCE_CASE = ("shape=1x2x1x2 groups=2 dtype=float32 eps=1e-05 affine=0 "
+                   "layout=contiguous dist=normal(mean=0,std=2) seed=0")
+
+
+def test_replay_line_reruns_the_check_that_failed(capsys):
+    from numguard import behaviour
+    from numguard.candidates import resolve
+    from numguard.cases import Case
+
+    # PyTorch's channels-last CPU kernel fails the shift by 1024 on this case (the
+    # README's verify table), while the case alone, unshifted, is accurate
+    case = Case.parse(INVARIANCE_CASE)
+    result = behaviour.check_invariances(resolve("torch-channels-last"), case, "cpu")
+    assert not result.passed
+    replay = result.message().splitlines()[-1]
+    assert replay == ("Replay: numguard check --impl torch-channels-last "
+                      f"--check invariance --case '{INVARIANCE_CASE}'")
+    argv = ["check", "--impl", "torch-channels-last", "--case", INVARIANCE_CASE]
+    assert main(argv) == EXIT_PASSED
+    assert main(argv + ["--check", "invariance"]) == EXIT_FAILED
+    assert "input shifted by 1024" in capsys.readouterr().out
+    assert main(argv + ["--check", "invariance", "--impl", "torch"]) == EXIT_PASSED
+
+
+def test_replay_line_names_the_device_and_strictness():
+    from numguard.behaviour import CHECKS
+    from numguard.compare import Comparison
+    from numguard.cases import Case
+
+    case = Case.parse(INVARIANCE_CASE)
+    line = Comparison(case=case, impl="aiter", check="batch-independence",
+                      device="cuda").replay()
+    assert line.startswith("numguard check --impl aiter --device cuda --check "
+                           "batch-independence --case ")
+    assert {"accuracy", "layout", "layout-strict", "invariance"} <= set(CHECKS)
+
+
+def test_check_rejects_unknown_checks_and_impossible_cases(capsys):
+    base = ["check", "--impl", "torch", "--case"]
+    assert main(base + [INVARIANCE_CASE, "--check", "speed"]) == EXIT_USAGE
+    assert "not one of: accuracy" in capsys.readouterr().err
+    bad = INVARIANCE_CASE.replace("shape=1x2x1x2 groups=2", "shape=2x4x3x3 groups=3")
+    assert main(base + [bad]) == EXIT_USAGE
+    assert "3 groups do not divide 4 channels" in capsys.readouterr().err
 
 
 def test_update_golden_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
