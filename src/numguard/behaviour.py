@@ -22,31 +22,26 @@ from numguard.compare import Comparison, build_module, call_module, judge, run_c
 CHECKS: dict = {"accuracy": run_case}
 
 
-def _replayed_as(name: str, **fixed):
-    """Register a ``check_*(candidate, case, device)`` under ``name`` and make its
-    failures replay through it: the replay line names this check, the device and
-    the case the check was given (not the derived case it failed on), so it reruns
-    exactly what failed."""
+def _replayed_as(variants: dict[str, dict]):
+    """Register a ``check_*(candidate, case, device, **options)`` in CHECKS, once per
+    variant (check name -> its options), and make its failures replay through it:
+    the replay line names the variant that ran, the device and the case the check
+    was given (not the derived case it failed on), so it reruns exactly what failed.
+    """
 
     def wrap(fn):
         @functools.wraps(fn)
-        def run(candidate, case: Case, device: str, *args, **kwargs) -> Comparison:
-            result = fn(candidate, case, device, *args, **kwargs)
+        def run(candidate, case: Case, device: str, **options) -> Comparison:
+            result = fn(candidate, case, device, **options)
             result.case, result.device = case, device
-            result.check = _replay_name(name, fn, args, kwargs)
+            result.check = next(name for name, fixed in variants.items() if fixed == options)
             return result
 
-        CHECKS[name] = functools.partial(run, **fixed) if fixed else run
+        for name, fixed in variants.items():
+            CHECKS[name] = functools.partial(run, **fixed)
         return run
 
     return wrap
-
-
-def _replay_name(name: str, fn, args, kwargs) -> str:
-    # check_layout's strictness is part of what failed
-    if fn.__name__ == "check_layout" and (args[0] if args else kwargs.get("strict")):
-        return "layout-strict"
-    return name
 
 
 def _run(candidate, case: Case, device: str, x: torch.Tensor, w, b):
@@ -55,7 +50,7 @@ def _run(candidate, case: Case, device: str, x: torch.Tensor, w, b):
         return module(x)
 
 
-@_replayed_as("layout", strict=False)
+@_replayed_as({"layout": {"strict": False}, "layout-strict": {"strict": True}})
 def check_layout(candidate, case: Case, device: str, strict: bool) -> Comparison:
     """Accuracy on a channels_last and a strided input; memory format reported.
 
@@ -87,9 +82,6 @@ def check_layout(candidate, case: Case, device: str, strict: bool) -> Comparison
     return result
 
 
-CHECKS["layout-strict"] = functools.partial(check_layout, strict=True)
-
-
 def _is_channels_last(t: torch.Tensor) -> bool:
     if t.dim() == 4:
         return t.is_contiguous(memory_format=torch.channels_last)
@@ -104,7 +96,7 @@ def _torch():
     return resolve("torch")
 
 
-@_replayed_as("batch-independence")
+@_replayed_as({"batch-independence": {}})
 def check_batch_independence(candidate, case: Case, device: str) -> Comparison:
     """Sample i of a batch must be what the same sample gives alone."""
     x, w, b = case.make_inputs()
@@ -123,7 +115,7 @@ def check_batch_independence(candidate, case: Case, device: str) -> Comparison:
     return Comparison(case=case, impl=candidate.spec)
 
 
-@_replayed_as("determinism")
+@_replayed_as({"determinism": {}})
 def check_determinism_and_stale_memory(candidate, case: Case, device: str) -> Comparison:
     """Repeated calls are bit-identical, also after poisoning freed memory with NaN
     and after a call with another shape in between."""
@@ -169,7 +161,7 @@ def _int_of(t: torch.Tensor) -> torch.dtype:
     return {2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
 
 
-@_replayed_as("side-effects")
+@_replayed_as({"side-effects": {}})
 def check_side_effects(candidate, case: Case, device: str) -> Comparison:
     """The input, weight and bias are bit-identical after the call."""
     x, w, b = case.make_inputs()
@@ -245,7 +237,7 @@ def _raises(factory, G: int, C: int, shape, device: str) -> str:
     return ""
 
 
-@_replayed_as("invariance")
+@_replayed_as({"invariance": {}})
 def check_invariances(candidate, case: Case, device: str) -> Comparison:
     """GroupNorm(x + c) = GroupNorm(x) and GroupNorm(2^k x, 4^k eps) = GroupNorm(x, eps).
 
@@ -289,7 +281,7 @@ def _judged(candidate, case, device, x, w, b):
     return out.cpu(), result, allowed
 
 
-@_replayed_as("finiteness")
+@_replayed_as({"finiteness": {}})
 def check_finiteness(candidate, case: Case, device: str) -> Comparison:
     """Finite input gives finite output wherever the oracle's answer is finite.
 

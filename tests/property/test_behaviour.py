@@ -15,7 +15,7 @@ from numguard.strategies import realistic_cases, shapes, stress_cases
 @given(case=realistic_cases())
 def test_layouts_give_the_same_values(case, candidate, device, request, record_property):
     strict = request.config.getoption("strict_layout")
-    result = behaviour.check_layout(candidate, case, device, strict)
+    result = behaviour.check_layout(candidate, case, device, strict=strict)
     if result.layout_preserved is False:
         record_property("memory_format_preserved", False)
     assert_passed(result)

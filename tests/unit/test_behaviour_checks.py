@@ -65,6 +65,9 @@ def test_aiter_like_contiguous_output_is_reported_and_strict_fails():
     assert "memory format not preserved" in relaxed.notes[-1]
     strict = behaviour.check_layout(cand, CASE, "cpu", strict=True)
     assert "--strict-layout requires the input's memory format" in strict.problem
+    # the replay reruns the strict variant, which is what failed
+    assert (relaxed.check, strict.check) == ("layout", "layout-strict")
+    assert "--check layout-strict --case" in strict.replay()
 
 
 def test_groups_must_divide_channels_like_nn_groupnorm():
