@@ -525,7 +525,7 @@ def _probe_layout(slot: _Slot, spec: str, layout: str) -> tuple[Comparison, str]
     """
     config = slot.config
     case = _probe_case(config, layout)
-    result = Comparison(case=case, impl=spec)
+    result = Comparison(case=case, impl=spec, device=str(config.device))
     x, _, _ = case.make_inputs()
     try:
         expected = _run(slot.original, x.to(config.device))
