@@ -88,8 +88,7 @@ def selftest(tests: Path, tier: str = "gate", seeds: int = 10, workers: int = 2,
     known = {k[0] for k in kinds}
     # the README's table drops the common "GroupNorm" suffix; accept both spellings
     if kernels is not None:
-        kernels = [k if k in known or f"{k}GroupNorm" not in known else f"{k}GroupNorm"
-                   for k in kernels]
+        kernels = [f"{k}GroupNorm" if f"{k}GroupNorm" in known else k for k in kernels]
     unknown = sorted(set(kernels or ()) - known)
     if unknown:
         raise ValueError(f"no kernel {', '.join(unknown)} in the catalogue; its kernels "
